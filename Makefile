@@ -1,0 +1,37 @@
+# Two commands do everything (see README.md):
+#   make run    start the voxloop service with embedded defaults
+#   make test   format check, clippy, and every test
+# Both install what they need (libtorch 2.13.0 for tch) into ./.cache, without root.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Resolved once per make invocation; scripts/libtorch.sh is idempotent and honours $LIBTORCH.
+LIBTORCH := $(shell scripts/libtorch.sh || echo FAILED)
+export LIBTORCH
+
+ARGS ?=
+
+.PHONY: run test build fmt clippy unit check-libtorch bench fixtures
+
+check-libtorch:
+	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
+	  echo "error: could not prepare libtorch (see scripts/libtorch.sh output above)" >&2; exit 1; fi
+
+run: check-libtorch
+	$(CARGO) run --bin voxloop -- serve $(ARGS)
+
+build: check-libtorch
+	$(CARGO) build --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all --check
+
+clippy: check-libtorch
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: check-libtorch
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.
+	LD_LIBRARY_PATH=$(LIBTORCH)/lib $(CARGO) test --workspace --doc
+
+test: fmt clippy unit

@@ -1,0 +1,152 @@
+//! The `voxloop` binary as a user runs it: version, config errors, the HTTP service and its
+//! shutdown. Every run removes LD_LIBRARY_PATH, so these tests also prove the libtorch rpath.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn voxloop() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("VOXLOOP_CONFIG")
+        .env_remove("VOXLOOP_ADDR")
+        .env_remove("VOXLOOP_LOG")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("voxloop runs")
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = run(voxloop().arg("--version"));
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim(), format!("voxloop {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_lists_the_serve_command() {
+    let out = run(voxloop().arg("--help"));
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("serve") && stdout.contains("--config"), "{stdout}");
+}
+
+#[test]
+fn invalid_config_is_one_line_naming_file_and_field_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\naddr = 8080\n").unwrap();
+    let out = run(voxloop().arg("--config").arg(&path).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&*path.to_string_lossy()) && stderr.contains("server.addr"),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[server\n").unwrap();
+    let out = run(voxloop().arg("--config").arg(&path).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = run(voxloop().arg("--config").arg(dir.path().join("missing.toml")).arg("serve"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}
+
+#[test]
+fn config_command_prints_effective_config_with_env_overrides() {
+    let out = run(voxloop().arg("config").env("VOXLOOP_ADDR", "127.0.0.1:9999"));
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("addr = \"127.0.0.1:9999\""), "{stdout}");
+}
+
+#[test]
+fn port_in_use_is_a_clear_error_not_a_panic() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = run(voxloop().args(["serve", "--addr", &addr.to_string()]));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(&format!("cannot listen on {addr}")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Starts `voxloop serve` on a free port and returns the child and the address it logged.
+fn start_server() -> (Child, SocketAddr) {
+    let mut child = voxloop()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        let rest = line.split("addr=").nth(1)?;
+        rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+    });
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    match addr {
+        Some(addr) => (child, addr),
+        None => {
+            child.kill().ok();
+            let status = child.wait();
+            panic!("server exited without logging its address: {status:?}");
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    assert!(status.unwrap().success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "server did not stop after the signal");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serves_healthz_and_stops_cleanly_on_sigint() {
+    let (mut child, addr) = start_server();
+    let response = http_get(addr, "/healthz");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"status\":\"ok\""), "{response}");
+    assert!(response.contains(env!("CARGO_PKG_VERSION")), "{response}");
+    let missing = http_get(addr, "/nope");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    signal(&child, "INT");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn stops_cleanly_on_sigterm() {
+    let (mut child, addr) = start_server();
+    assert!(http_get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+    signal(&child, "TERM");
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
