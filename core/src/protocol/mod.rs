@@ -1,0 +1,28 @@
+//! The Step-Audio 2 chat protocol (step-audio-2.md §2, §3): what goes into the model and how
+//! to read what comes out.
+//!
+//! - [`render`](render()): conversations ([`Message`]) to prompt pieces, exactly as StepFun's
+//!   `StepAudio2.apply_chat_template`; [`encode_pieces`] turns them into ids, untrusted text
+//!   with special tokens off.
+//! - [`python_json_dumps`]: the tool declaration JSON, byte for byte as Python writes it.
+//! - [`Demux`]: the generated id stream split into spoken text, content, speech codes,
+//!   control ids and tool calls, one id at a time.
+//! - [`parse_tool_call`] / [`parse_turn_text`]: the `function\n{name}\n{json}` call syntax, with
+//!   errors worded for the model.
+
+mod demux;
+mod json;
+mod render;
+mod toolcall;
+
+pub use demux::{DecodeFn, Demux, DemuxEvent, TextDecoder};
+pub use json::{python_float_repr, python_json_dumps, python_json_dumps_object};
+pub use render::{
+    encode_pieces, prompt_ids, render, AudioClip, AudioPiece, Content, GenerationMode, Message,
+    Part, PromptPiece, RenderedPiece, Role, AUDIO_END, AUDIO_PATCH, AUDIO_START, BOT, EOT,
+    SEARCH_SUMMARY_INSTRUCTION, TTS_START,
+};
+pub use toolcall::{
+    parse_tool_call, parse_turn_text, render_tool_call, ParsedToolCall, ParsedTurn, ToolCallError,
+    FUNCTION_KEYWORD, TOOL_CALL_END, TOOL_CALL_START,
+};

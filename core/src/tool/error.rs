@@ -1,0 +1,192 @@
+//! [`ToolError`]: why a tool call produced no output, in two registers.
+//!
+//! Every failure carries a short `model_message`, safe to show the model as the tool result
+//! so that it can recover (fix its arguments, pick another tool, apologise), and a full
+//! `detail` for spans and logs. The model never sees `detail`.
+
+use std::fmt;
+
+/// A type-erased error, as tower middleware returns it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The longest `model_message` a [`ToolError`] keeps, in bytes; longer ones are cut at a
+/// character boundary and end in `…`.
+pub const MAX_MODEL_MESSAGE_BYTES: usize = 600;
+
+/// What kind of failure a [`ToolError`] is. Its [`as_str`](Self::as_str) is the span's
+/// `error.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ToolErrorKind {
+    /// The arguments do not match the tool's schema or do not deserialise.
+    InvalidArguments,
+    /// The tool ran and returned an error, or its output could not be rendered.
+    Execution,
+    /// The call took longer than a deadline (set by a timeout layer).
+    Timeout,
+    /// The call was abandoned (barge-in, turn cancelled, shutdown).
+    Cancelled,
+    /// The tool (or a layer around it) panicked.
+    Panicked,
+    /// A policy refused the call (deny list, argument guard, approval refused).
+    Denied,
+    /// A limit refused the call (load shedding, rate or concurrency limit).
+    Overloaded,
+    /// No tool of that name is registered.
+    NotFound,
+}
+
+impl ToolErrorKind {
+    /// The stable snake_case name, used as the span's `error.type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidArguments => "invalid_arguments",
+            Self::Execution => "execution",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+            Self::Panicked => "panicked",
+            Self::Denied => "denied",
+            Self::Overloaded => "overloaded",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
+impl fmt::Display for ToolErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failed tool call.
+///
+/// `Display` shows the kind and the full detail (for logs); what goes back to the model is
+/// [`model_message`](Self::model_message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolError {
+    /// What kind of failure this is.
+    pub kind: ToolErrorKind,
+    /// Short and safe: sent back to the model as the tool result.
+    pub model_message: String,
+    /// Everything known about the failure, for spans and logs only.
+    pub detail: String,
+}
+
+impl ToolError {
+    /// A new error whose detail is the model message; add more with
+    /// [`with_detail`](Self::with_detail). The model message is capped at
+    /// [`MAX_MODEL_MESSAGE_BYTES`].
+    pub fn new(kind: ToolErrorKind, model_message: impl Into<String>) -> Self {
+        let model_message = cap(model_message.into());
+        Self { kind, detail: model_message.clone(), model_message }
+    }
+
+    /// Replaces the operator-only detail.
+    #[must_use]
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    /// The error for a call to a tool that is not registered, listing the registered names
+    /// so that the model can correct itself.
+    pub fn not_found<'a>(name: &str, available: impl IntoIterator<Item = &'a str>) -> Self {
+        let available: Vec<&str> = available.into_iter().collect();
+        let message = if available.is_empty() {
+            format!("Unknown tool \"{name}\": no tools are available.")
+        } else {
+            format!("Unknown tool \"{name}\". Available tools: {}.", available.join(", "))
+        };
+        Self::new(ToolErrorKind::NotFound, message)
+    }
+
+    /// The error for a panic caught in tool `name`; `payload` is what `catch_unwind` returned.
+    pub fn panicked(name: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".to_owned());
+        Self::new(ToolErrorKind::Panicked, format!("Tool \"{name}\" failed unexpectedly."))
+            .with_detail(format!("tool \"{name}\" panicked: {what}"))
+    }
+
+    /// Turns an error from a service stack into a `ToolError`: a boxed `ToolError` is taken
+    /// back as it is, anything else becomes [`ToolErrorKind::Execution`] with the error chain
+    /// as detail.
+    ///
+    /// tower's own middleware errors (`Elapsed`, `Overloaded`) arrive here as `Execution`:
+    /// layers that want them reported as `Timeout` or `Overloaded` map them into a
+    /// `ToolError` of that kind before they leave the stack (this is what `voxloop-policies`
+    /// does).
+    pub fn from_box_error(tool: &str, error: BoxError) -> Self {
+        match error.downcast::<ToolError>() {
+            Ok(tool_error) => *tool_error,
+            Err(other) => Self::new(ToolErrorKind::Execution, format!("Tool \"{tool}\" failed."))
+                .with_detail(format!("tool \"{tool}\": {}", error_chain(other.as_ref()))),
+        }
+    }
+}
+
+impl fmt::Display for ToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tool error ({}): {}", self.kind, self.detail)
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+/// `error`'s message followed by its sources, joined by `": "`.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Cuts `text` to at most [`MAX_MODEL_MESSAGE_BYTES`] at a character boundary.
+fn cap(mut text: String) -> String {
+    if text.len() <= MAX_MODEL_MESSAGE_BYTES {
+        return text;
+    }
+    let mut end = MAX_MODEL_MESSAGE_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_model_messages_are_capped_at_a_char_boundary() {
+        let error = ToolError::new(ToolErrorKind::Execution, "é".repeat(1000));
+        assert!(error.model_message.len() <= MAX_MODEL_MESSAGE_BYTES);
+        assert!(error.model_message.ends_with('…'));
+        assert_eq!(error.detail, error.model_message);
+    }
+
+    #[test]
+    fn a_boxed_tool_error_comes_back_unchanged() {
+        let original = ToolError::new(ToolErrorKind::Denied, "no").with_detail("deny list");
+        let boxed: BoxError = Box::new(original.clone());
+        assert_eq!(ToolError::from_box_error("t", boxed), original);
+    }
+
+    #[test]
+    fn other_boxed_errors_become_execution_with_their_chain() {
+        let io = std::io::Error::other("disk on fire");
+        let error = ToolError::from_box_error("t", Box::new(io));
+        assert_eq!(error.kind, ToolErrorKind::Execution);
+        assert!(error.detail.contains("disk on fire"), "{}", error.detail);
+        assert!(!error.model_message.contains("disk on fire"));
+    }
+}
