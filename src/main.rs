@@ -1,6 +1,8 @@
 //! The `voxloop` command: the service and its tools.
 
 mod config;
+mod generate_cmd;
+mod index_cmd;
 mod server;
 
 use std::io::IsTerminal;
@@ -34,6 +36,30 @@ enum Command {
     },
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
+    /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
+    Generate(Box<generate_cmd::GenerateArgs>),
+    /// Manage the audio index (timbres and sound clips): add, rm, stats.
+    Index(index_cmd::IndexArgs),
+    /// Search the audio index by description (hybrid BM25 + vectors), or --like an example.
+    Search(index_cmd::SearchArgs),
+    /// Render speech tokens to a 24 kHz WAV with token2wav (debugging).
+    Speak {
+        /// Speech tokens: ids or `<audio_N>` tokens, separated by spaces, commas or newlines.
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Voice profile file (.json or .safetensors).
+        #[arg(long)]
+        voice: PathBuf,
+        /// Output WAV file (24 kHz, 16-bit mono).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The token2wav directory (default: <model dir>/token2wav).
+        #[arg(long)]
+        token2wav: Option<PathBuf>,
+        /// Render in streaming chunks (25 + 3 tokens) instead of all at once.
+        #[arg(long)]
+        stream: bool,
+    },
 }
 
 /// Exit code for configuration errors, as for usage errors.
@@ -56,6 +82,25 @@ fn main() -> ExitCode {
             run_serve(config)
         }
         Command::Config => print_config(&config),
+        Command::Generate(args) => generate_cmd::run(*args, &config),
+        Command::Index(args) => index_cmd::run_index(&config, args),
+        Command::Search(args) => index_cmd::run_search(&config, args),
+        Command::Speak { tokens, voice, output, token2wav, stream } => {
+            let request = voxloop_voices::speak::SpeakRequest {
+                tokens,
+                voice,
+                output: output.clone(),
+                token2wav_dir: token2wav,
+                model_dir: config.model.dir.clone(),
+                device: config.model.device,
+                streaming: stream,
+            };
+            voxloop_voices::speak::speak(&request)
+                .map(|s| {
+                    eprintln!("{}: {} tokens, {:.2} s", output.display(), s.tokens, s.seconds());
+                })
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,6 +118,19 @@ pub enum Error {
     /// A tool call the model wrote that cannot be used (its message is meant for the model).
     #[error(transparent)]
     ToolCall(#[from] crate::protocol::ToolCallError),
+    /// The tool-call grammar constraint saw a token it did not allow (the logits were not
+    /// masked with it), or its grammar engine failed.
+    #[error("tool-call constraint: {0}")]
+    ToolConstraint(String),
+    /// A session file that could not be read or written.
+    #[error("session file {}: {source}", path.display())]
+    SessionIo { path: std::path::PathBuf, source: std::io::Error },
+    /// A session file that is not valid JSON of a session, or of another format version.
+    #[error("session file {}: {message}", path.display())]
+    SessionFormat { path: std::path::PathBuf, message: String },
+    /// A turn that cannot start (empty input) or an agent misused.
+    #[error("agent: {0}")]
+    Agent(String),
 }
 
 /// `Result` with [`Error`].

@@ -11,15 +11,19 @@
 //! - [`protocol`]: the chat template, tool-declaration JSON, the generated-id demultiplexer
 //!   and the tool-call parser.
 //! - [`tool`]: the `Tool` trait, tool schemas, the tower service per tool and the registry.
+//! - [`agent`]: the reason-then-act loop: turns, tool runs, events, cancellation, spans.
+//! - [`session`]: a conversation's history and settings, saved to disk and resumed.
 //!
 //! Every fallible function returns [`Result`], whose error is [`Error`].
 
+pub mod agent;
 pub mod audio;
 pub mod device;
 mod error;
 pub mod generate;
 pub mod model;
 pub mod protocol;
+pub mod session;
 pub mod tokenizer;
 pub mod tool;
 

@@ -212,6 +212,12 @@ impl StepTokenizer {
         self.vocab_size
     }
 
+    /// The `tokenizers` tokenizer with the full added vocabulary, for bridges that need it
+    /// (llguidance's token trie). Never encode untrusted text with it.
+    pub(crate) fn hf_tokenizer(&self) -> &Tokenizer {
+        &self.full
+    }
+
     /// The id of `token` (a vocabulary entry or an added token), if any.
     pub fn token_id(&self, token: &str) -> Option<i64> {
         self.full.token_to_id(token).map(i64::from)

@@ -3,7 +3,33 @@
 //! token2wav (flow matching + HiFT) on tch, voice profiles, the voice library and the
 //! per-session current voice that voice swap changes. Implements core's speech sink.
 //!
+//! Step-Audio 2 speaks in CosyVoice-2 speech tokens (25 Hz, 6561 codes). [`Token2Wav`] turns
+//! them into 24 kHz audio in the timbre of a [`VoiceProfile`], reading the official
+//! `token2wav/` directory unchanged (`flow.yaml`, `flow.pt`, `hift.pt`):
+//!
+//! - [`flow`]: the token → mel model (`CausalMaskedDiffWithXvec`: token embedding,
+//!   `UpsampleConformerEncoderV2`, projection, speaker affine, conditional flow matching with a
+//!   DiT estimator, 10 Euler steps on a cosine schedule, classifier-free guidance 0.7);
+//! - [`hift`]: the mel → waveform vocoder (`HiFTGenerator`: NSF source + iSTFTNet);
+//! - [`checkpoint`]: reading PyTorch `torch.save` state dicts and checking them tensor by tensor;
+//! - [`config`]: `flow.yaml` read as data and the HiFT hyper-parameters.
+//!
 //! Every fallible function returns [`Result`], whose error is [`Error`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod flow;
+pub mod hift;
+mod nn;
+pub mod noise;
+pub mod profile;
+pub mod speak;
+pub mod token2wav;
+
+pub use profile::VoiceProfile;
+pub use token2wav::{Token2Wav, Token2WavStream};
+
+use std::path::PathBuf;
 
 /// Everything that can go wrong in `voxloop-voices`.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +37,37 @@ pub enum Error {
     /// An error from `voxloop-core`.
     #[error(transparent)]
     Core(#[from] voxloop_core::Error),
+    /// An error raised inside libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A file that could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: std::io::Error },
+    /// A file that is not a PyTorch state dict (`torch.save` zip/pickle of named tensors).
+    #[error("{}: not a PyTorch state dict saved with torch.save: {message}", path.display())]
+    StateDict { path: PathBuf, message: String },
+    /// A tensor the model needs that the state dict does not hold.
+    #[error("{} lacks tensor {name}", file.display())]
+    MissingTensor { name: String, file: PathBuf },
+    /// State-dict tensors that are no parameter of the model (a different config or file).
+    #[error("tensor {name} in {} is not a parameter of the model ({others} other unexpected tensors)", file.display())]
+    UnexpectedTensor { name: String, file: PathBuf, others: usize },
+    /// A state-dict tensor whose shape differs from the parameter's.
+    #[error("tensor {name} in {}: the model expects shape {expected:?}, the file holds {found:?}", file.display())]
+    TensorShape { name: String, file: PathBuf, expected: Vec<i64>, found: Vec<i64> },
+    /// A `flow.yaml` (or other config) that is malformed, lacks a field or asks for something
+    /// this implementation does not support.
+    #[error("config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    /// Speech tokens token2wav cannot render (out of the codebook, or none at all).
+    #[error("speech tokens: {0}")]
+    InvalidTokens(String),
+    /// A voice profile that is inconsistent or cannot be read.
+    #[error("voice profile {name}: {message}")]
+    Profile { name: String, message: String },
+    /// A call that breaks an API contract (wrong tensor shape, stream used after its end).
+    #[error("{0}")]
+    InvalidInput(String),
 }
 
 /// `Result` with [`Error`].

@@ -54,7 +54,9 @@ impl Rope {
         let first = x.f_narrow(3, 0, self.half)?;
         let second = x.f_narrow(3, self.half, self.half)?;
         let rotated = Tensor::f_cat(&[&second.f_neg()?, &first], 3)?;
-        Ok(x.f_mul(&cos)?.f_add(&rotated.f_mul(&sin)?)?)
+        let mut out = x.f_mul(&cos)?;
+        let _ = out.f_add_(&rotated.f_mul(&sin)?)?;
+        Ok(out)
     }
 }
 
@@ -172,8 +174,11 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.f_silu()?;
-        self.down_proj.forward(&gate.f_mul(&self.up_proj.forward(x)?)?)
+        // In place on the fresh projection outputs: no extra [n, intermediate] buffers.
+        let mut gate = self.gate_proj.forward(x)?;
+        let _ = gate.f_silu_()?;
+        let _ = gate.f_mul_(&self.up_proj.forward(x)?)?;
+        self.down_proj.forward(&gate)
     }
 }
 
@@ -203,11 +208,13 @@ impl DecoderLayer {
         offset: i64,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let attn =
+        // Residual sums are accumulated in place into the sublayers' fresh outputs.
+        let mut h =
             self.self_attn.forward(&self.input_layernorm.forward(x)?, rope, offset, cache)?;
-        let x = x.f_add(&attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
-        Ok(x.f_add(&mlp)?)
+        let _ = h.f_add_(x)?;
+        let mut out = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let _ = out.f_add_(&h)?;
+        Ok(out)
     }
 }
 

@@ -10,11 +10,13 @@
 //! - [`parse_tool_call`] / [`parse_turn_text`]: the `function\n{name}\n{json}` call syntax, with
 //!   errors worded for the model.
 
+mod constraint;
 mod demux;
 mod json;
 mod render;
 mod toolcall;
 
+pub use constraint::{ToolCallConstraint, ToolCallGrammar, ToolChoice};
 pub use demux::{DecodeFn, Demux, DemuxEvent, TextDecoder};
 pub use json::{python_float_repr, python_json_dumps, python_json_dumps_object};
 pub use render::{

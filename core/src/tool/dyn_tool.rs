@@ -72,6 +72,7 @@ impl<T: Tool> DynTool for T {
                     format!("Tool \"{}\" failed: {}", T::NAME, self.error_message(&e)),
                 )
                 .with_detail(format!("tool \"{}\": {}", T::NAME, error_chain(&e)))
+                .with_transient(self.transient(&e))
             })?;
             render_output(T::NAME, &output)
         })

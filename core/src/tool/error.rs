@@ -5,6 +5,7 @@
 //! `detail` for spans and logs. The model never sees `detail`.
 
 use std::fmt;
+use std::time::Duration;
 
 /// A type-erased error, as tower middleware returns it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -70,6 +71,30 @@ pub struct ToolError {
     pub model_message: String,
     /// Everything known about the failure, for spans and logs only.
     pub detail: String,
+    /// Set when the same call may succeed if tried again later (an HTTP 429 or 5xx from a
+    /// provider, a dropped connection): retry layers retry only such errors (and timeouts
+    /// and overloads). Tools set it through [`Tool::transient`](super::Tool::transient).
+    pub transient: Option<Transient>,
+}
+
+/// A mark on a [`ToolError`]: the failure is transient, trying again later may succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Transient {
+    /// How long the far side asked us to wait before trying again (an HTTP `Retry-After`),
+    /// if it said.
+    pub retry_after: Option<Duration>,
+}
+
+impl Transient {
+    /// A transient failure with no hint of when to try again.
+    pub const fn new() -> Self {
+        Self { retry_after: None }
+    }
+
+    /// A transient failure to retry no sooner than `delay` from now.
+    pub const fn retry_after(delay: Duration) -> Self {
+        Self { retry_after: Some(delay) }
+    }
 }
 
 impl ToolError {
@@ -78,7 +103,14 @@ impl ToolError {
     /// [`MAX_MODEL_MESSAGE_BYTES`].
     pub fn new(kind: ToolErrorKind, model_message: impl Into<String>) -> Self {
         let model_message = cap(model_message.into());
-        Self { kind, detail: model_message.clone(), model_message }
+        Self { kind, detail: model_message.clone(), model_message, transient: None }
+    }
+
+    /// Marks the error as transient (or not, with `None`): see [`transient`](Self::transient).
+    #[must_use]
+    pub fn with_transient(mut self, transient: Option<Transient>) -> Self {
+        self.transient = transient;
+        self
     }
 
     /// Replaces the operator-only detail.
@@ -179,6 +211,17 @@ mod tests {
         let original = ToolError::new(ToolErrorKind::Denied, "no").with_detail("deny list");
         let boxed: BoxError = Box::new(original.clone());
         assert_eq!(ToolError::from_box_error("t", boxed), original);
+    }
+
+    #[test]
+    fn errors_are_not_transient_unless_marked() {
+        let error = ToolError::new(ToolErrorKind::Execution, "HTTP 429");
+        assert_eq!(error.transient, None);
+        let hint = Transient::retry_after(Duration::from_secs(3));
+        let marked = error.with_transient(Some(hint));
+        assert_eq!(marked.transient.and_then(|t| t.retry_after), Some(Duration::from_secs(3)));
+        let boxed: BoxError = Box::new(marked.clone());
+        assert_eq!(ToolError::from_box_error("t", boxed), marked);
     }
 
     #[test]

@@ -73,7 +73,7 @@ mod service;
 
 pub use call::{new_call_id, ToolCall, ToolResult};
 pub use dyn_tool::{render_output, DynTool};
-pub use error::{BoxError, ToolError, ToolErrorKind, MAX_MODEL_MESSAGE_BYTES};
+pub use error::{BoxError, ToolError, ToolErrorKind, Transient, MAX_MODEL_MESSAGE_BYTES};
 pub use registry::{RegisteredTool, ToolRegistry};
 pub use schema::{parameters_schema, tool_json_schemas, NoArgs, OpenAiTool, ToolDefinition};
 pub use service::{BoxToolService, ToolService};
@@ -122,6 +122,14 @@ pub trait Tool: Send + Sync + 'static {
     /// Defaults to the error's `Display`; override it when that could leak internals.
     fn error_message(&self, error: &Self::Error) -> String {
         error.to_string()
+    }
+
+    /// Whether `error` is transient, so that the same call may succeed later (an HTTP 429 or
+    /// 5xx from a provider, a reset connection), with the far side's `Retry-After` if it gave
+    /// one. Retry layers retry only transient errors. Defaults to `None` (permanent).
+    fn transient(&self, error: &Self::Error) -> Option<Transient> {
+        let _ = error;
+        None
     }
 
     /// Runs the tool.

@@ -14,8 +14,6 @@
 //! of upstream's example: `{"type": "object", "properties": {"query": {"type": "string",
 //! "description": "…"}}, "required": ["query"], "additionalProperties": false}`.
 
-use std::io;
-
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -23,6 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::error::{ToolError, ToolErrorKind};
+use crate::protocol::python_json_dumps;
 use crate::{Error, Result};
 
 /// What the model is told about one tool.
@@ -70,27 +69,21 @@ struct OpenAiFunction<'a> {
     parameters: SchemaNode<'a>,
 }
 
-/// The content of the `tool_json_schemas` turn: the OpenAI `tools` array, written the way
-/// Python's `json.dumps(tools, ensure_ascii=False)` writes it (`", "` and `": "`
-/// separators, non-ASCII text as is).
+/// The content of the `tool_json_schemas` turn: the OpenAI `tools` array, written by
+/// [`python_json_dumps`] exactly as Python's `json.dumps(tools, ensure_ascii=False)` writes it
+/// (`", "` and `": "` separators, non-ASCII text as is, floats as `repr`).
 pub fn tool_json_schemas(definitions: &[ToolDefinition]) -> Result<String> {
-    let mut out = Vec::with_capacity(256 * definitions.len() + 2);
-    out.push(b'[');
-    for (i, definition) in definitions.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonSeparators);
-        definition.openai().serialize(&mut serializer).map_err(|e| Error::Tool {
-            name: definition.name.clone(),
-            message: format!("cannot serialise the declaration: {e}"),
-        })?;
-    }
-    out.push(b']');
-    String::from_utf8(out).map_err(|e| Error::Tool {
-        name: "tool_json_schemas".to_owned(),
-        message: format!("the declarations are not UTF-8: {e}"),
-    })
+    let tools = definitions
+        .iter()
+        .map(|definition| {
+            // `preserve_order` keeps the key order `openai()` serialises in.
+            serde_json::to_value(definition.openai()).map_err(|e| Error::Tool {
+                name: definition.name.clone(),
+                message: format!("cannot serialise the declaration: {e}"),
+            })
+        })
+        .collect::<Result<Vec<Value>>>()?;
+    Ok(python_json_dumps(&Value::Array(tools)))
 }
 
 /// The arguments of a tool that takes none: declared as an empty object.
@@ -326,37 +319,4 @@ impl Serialize for SchemaNode<'_> {
 
 fn ordinary_entries(map: &Map<String, Value>) -> impl Iterator<Item = (&str, &Value)> {
     map.iter().map(|(k, v)| (k.as_str(), v)).filter(|(k, _)| !KEYWORD_ORDER.contains(k))
-}
-
-/// `serde_json` formatting with Python's default `json.dumps` separators.
-struct PythonSeparators;
-
-impl serde_json::ser::Formatter for PythonSeparators {
-    fn begin_array_value<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_key<W: ?Sized + io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> io::Result<()> {
-        if first {
-            Ok(())
-        } else {
-            w.write_all(b", ")
-        }
-    }
-
-    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
-        w.write_all(b": ")
-    }
 }

@@ -1,0 +1,478 @@
+//! Tool result → first token of the continued answer: extending the KV cache (what the agent
+//! loop does) against re-prefilling the whole history, at several history lengths.
+//!
+//! ```text
+//! cargo bench -p voxloop-core --bench agent -- [--history 512,2048,8192] [--repeats N]
+//!     [--threads N]
+//! ```
+//!
+//! It writes a random-weight f32 checkpoint in the official Step-Audio 2 layout to a
+//! temporary directory (decoder: hidden 512, 8 layers, 8 query / 2 kv heads, intermediate
+//! 1536, vocab 7232 with the test fixtures' tokenizer, 9216 positions) and measures, for each
+//! history length N:
+//!
+//! - **step level**, on the model directly: the cache holds N history ids; the next prompt is
+//!   what a tool result adds (`<|EOT|>`, an `input` turn with a 300-byte search result and the
+//!   upstream summary instruction, the speech generation prompt). *Extension* prefills that on
+//!   top of the cache; *re-prefill* clears the cache and prefills history + prompt. The figure
+//!   is `generate`'s time to the first sampled token. Median of `--repeats` after a warm-up.
+//! - **agent level** (extension only): a real turn whose human text makes the history about N
+//!   ids; a scripted mask makes step 1 call a tool, and the time runs from the
+//!   `ToolCallFinished` event (the result is available) to the first sampling of step 2 on the
+//!   inference thread: tokenizing the result, the channel hops and the prefill included.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke run of a few
+//! seconds on the tiny fixture checkpoint with short histories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+use voxloop_core::agent::{Agent, AgentConfig, AgentEvent, ConstraintFactory, TurnInput};
+use voxloop_core::generate::{
+    allow_only_ids, generate, LogitsMask, Prompt, Sampler, SamplingParams, Segment, StepModel,
+};
+use voxloop_core::model::StepAudio2;
+use voxloop_core::protocol::{
+    encode_pieces, prompt_ids, render, GenerationMode, Message, ToolChoice,
+    SEARCH_SUMMARY_INSTRUCTION,
+};
+use voxloop_core::session::{Session, SessionSettings};
+use voxloop_core::tokenizer::StepTokenizer;
+use voxloop_core::tool::{NoArgs, Tool, ToolRegistry};
+use voxloop_core::DeviceSpec;
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// A search result of the size of upstream's example (`assets/search_result.txt`, 305 bytes).
+const RESULT: &str = "Market flash: at 09:30 the composite index opened 3.64 points lower, down \
+    0.1%, at 3796.71; the component index fell 40.8 points (0.33%) to 12254.27; the growth \
+    board opened 0.53% lower at 2691.40. Turnover in the first five minutes was 41.2 billion, \
+    led by brokers and chip makers; 1,873 stocks rose and 2,914 fell.";
+
+#[derive(Debug)]
+struct Options {
+    bench: bool,
+    histories: Vec<usize>,
+    /// The size of the tool-result prompt (the result text cut to fit); `None`: the whole
+    /// result as the fixture tokenizer encodes it.
+    prompt_ids: Option<usize>,
+    repeats: usize,
+    threads: i32,
+}
+
+const USAGE: &str = "usage: cargo bench -p voxloop-core --bench agent -- \
+                     [--history 512,2048,8192] [--prompt-ids N] [--repeats N] [--threads N]";
+
+impl Options {
+    fn parse(args: &[String]) -> BoxResult<Self> {
+        let bench = args.iter().any(|a| a == "--bench");
+        if !bench {
+            return Ok(Self {
+                bench,
+                histories: vec![64, 256],
+                prompt_ids: None,
+                repeats: 1,
+                threads: 2,
+            });
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut o = Self {
+            bench,
+            histories: vec![512, 2048, 8192],
+            prompt_ids: None,
+            repeats: 5,
+            threads: i32::try_from(threads)?,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
+            match arg.as_str() {
+                "--bench" => {}
+                "--history" => {
+                    o.histories =
+                        value()?.split(',').map(str::parse).collect::<Result<Vec<usize>, _>>()?
+                }
+                "--prompt-ids" => o.prompt_ids = Some(value()?.parse()?),
+                "--repeats" => o.repeats = value()?.parse()?,
+                "--threads" => o.threads = value()?.parse()?,
+                other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+            }
+        }
+        if o.repeats < 1 || o.threads < 1 || o.histories.iter().any(|n| !(16..=8192).contains(n)) {
+            return Err(
+                format!("--repeats, --threads >= 1; histories in 16..=8192\n{USAGE}").into()
+            );
+        }
+        Ok(o)
+    }
+}
+
+// ----- the random checkpoint -----
+
+const HIDDEN: i64 = 512;
+const LAYERS: i64 = 8;
+const HEADS: i64 = 8;
+const KV_HEADS: i64 = 2;
+const INTERMEDIATE: i64 = 1536;
+const VOCAB: i64 = 7232;
+const MAX_POSITIONS: i64 = 9216;
+const ENC: i64 = 32;
+const ADAPTER: i64 = 48;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llm/tiny_a")
+}
+
+/// Every tensor (name, shape, init std; `None` = a norm weight around 1).
+fn params() -> Vec<(String, Vec<i64>, Option<f64>)> {
+    let mut out = Vec::new();
+    let linear = |out: &mut Vec<_>, name: &str, o: i64, i: i64, bias: bool| {
+        out.push((format!("{name}.weight"), vec![o, i], Some(1.0 / (i as f64).sqrt())));
+        if bias {
+            out.push((format!("{name}.bias"), vec![o], Some(0.02)));
+        }
+    };
+    out.push(("encoder.conv1.weight".into(), vec![ENC, 128, 3], Some(0.05)));
+    out.push(("encoder.conv1.bias".into(), vec![ENC], Some(0.02)));
+    out.push(("encoder.conv2.weight".into(), vec![ENC, ENC, 3], Some(0.1)));
+    out.push(("encoder.conv2.bias".into(), vec![ENC], Some(0.02)));
+    out.push(("encoder.positional_embedding.weight".into(), vec![1500, ENC], Some(0.5)));
+    for p in ["attn.query", "attn.value", "attn.out"] {
+        linear(&mut out, &format!("encoder.blocks.0.{p}"), ENC, ENC, true);
+    }
+    linear(&mut out, "encoder.blocks.0.attn.key", ENC, ENC, false);
+    linear(&mut out, "encoder.blocks.0.mlp.0", 4 * ENC, ENC, true);
+    linear(&mut out, "encoder.blocks.0.mlp.2", ENC, 4 * ENC, true);
+    for ln in ["encoder.blocks.0.attn_ln", "encoder.blocks.0.mlp_ln", "encoder.after_norm"] {
+        out.push((format!("{ln}.weight"), vec![ENC], None));
+        out.push((format!("{ln}.bias"), vec![ENC], Some(0.02)));
+    }
+    out.push(("adapter.conv.weight".into(), vec![ENC, ENC, 3], Some(0.1)));
+    out.push(("adapter.conv.bias".into(), vec![ENC], Some(0.02)));
+    linear(&mut out, "adapter.linear1", ADAPTER, ENC, true);
+    linear(&mut out, "adapter.linear2", HIDDEN, ADAPTER, true);
+    let head_dim = HIDDEN / HEADS;
+    out.push(("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], Some(1.0)));
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        linear(&mut out, &format!("{p}.self_attn.q_proj"), HEADS * head_dim, HIDDEN, true);
+        linear(&mut out, &format!("{p}.self_attn.k_proj"), KV_HEADS * head_dim, HIDDEN, true);
+        linear(&mut out, &format!("{p}.self_attn.v_proj"), KV_HEADS * head_dim, HIDDEN, true);
+        linear(&mut out, &format!("{p}.self_attn.o_proj"), HIDDEN, HEADS * head_dim, false);
+        linear(&mut out, &format!("{p}.mlp.gate_proj"), INTERMEDIATE, HIDDEN, false);
+        linear(&mut out, &format!("{p}.mlp.up_proj"), INTERMEDIATE, HIDDEN, false);
+        linear(&mut out, &format!("{p}.mlp.down_proj"), HIDDEN, INTERMEDIATE, false);
+        out.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN], None));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], None));
+    }
+    out.push(("model.norm.weight".into(), vec![HIDDEN], None));
+    linear(&mut out, "lm_head", VOCAB, HIDDEN, false);
+    out
+}
+
+/// Writes the checkpoint (one shard) and the fixtures' tokenizer into `dir`.
+fn write_checkpoint(dir: &Path) -> BoxResult<()> {
+    tch::manual_seed(11);
+    let mut tensors = Vec::new();
+    let mut weight_map = BTreeMap::new();
+    for (name, dims, std) in params() {
+        let t = Tensor::f_randn(dims.as_slice(), (Kind::Float, Device::Cpu))?;
+        let t = match std {
+            Some(std) => t.f_mul_scalar(std)?,
+            None => t.f_mul_scalar(0.05)?.f_add_scalar(1.0)?,
+        };
+        weight_map.insert(name.clone(), "model.safetensors");
+        tensors.push((name, t));
+    }
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
+    let index = json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())?;
+    let text = json!({
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE, "num_attention_heads": HEADS,
+        "num_attention_groups": KV_HEADS, "num_key_value_heads": KV_HEADS,
+        "num_hidden_layers": LAYERS, "max_seq_len": MAX_POSITIONS, "vocab_size": VOCAB,
+        "rms_norm_eps": 1e-6, "rope_theta": 1e6, "max_position_embeddings": MAX_POSITIONS,
+        "rope_scaling": null, "torch_dtype": "float32"
+    });
+    let config = json!({
+        "architectures": ["StepAudio2ForCausalLM"], "model_type": "step_audio_2",
+        "torch_dtype": "float32", "text_config": text,
+        "audio_encoder_config": {
+            "n_mels": 128, "n_audio_ctx": 1500, "n_audio_state": ENC, "n_audio_head": 4,
+            "n_audio_layer": 1, "n_codebook_size": 4096, "llm_dim": HIDDEN, "kernel_size": 3,
+            "adapter_stride": 2, "adapter_state": ADAPTER
+        }
+    });
+    std::fs::write(dir.join("config.json"), config.to_string())?;
+    std::fs::copy(fixture().join("tokenizer.json"), dir.join("tokenizer.json"))?;
+    Ok(())
+}
+
+// ----- step level -----
+
+/// What a tool result adds to the cache: `<|EOT|>`, the `input` turn, the speech prompt. With
+/// `size`, the result text's ids are cut so that the whole is `size` ids.
+fn result_prompt(tokenizer: &StepTokenizer, size: Option<usize>) -> BoxResult<Vec<i64>> {
+    let encode = |messages: &[Message]| -> BoxResult<Vec<i64>> {
+        Ok(prompt_ids(&encode_pieces(&render(messages), tokenizer)?))
+    };
+    let full = |result: &str| -> BoxResult<Vec<i64>> {
+        let mut ids = vec![tokenizer.special().eot];
+        ids.extend(encode(&[
+            Message::tool_result(result, Some(SEARCH_SUMMARY_INSTRUCTION)),
+            Message::generation_prompt(GenerationMode::Speech),
+        ])?);
+        Ok(ids)
+    };
+    let natural = full(RESULT)?;
+    let Some(size) = size else { return Ok(natural) };
+    // The prompt around an empty result, with the first ids of the result put back where the
+    // result goes (after the common prefix: `<|EOT|><|BOT|>input\n`).
+    let empty = full("")?;
+    let result = tokenizer.encode_untrusted(RESULT)?;
+    if size < empty.len() || size > natural.len() {
+        return Err(format!("--prompt-ids must be in {}..={}", empty.len(), natural.len()).into());
+    }
+    let split = natural.iter().zip(&empty).take_while(|(a, b)| a == b).count();
+    let mut ids = empty[..split].to_vec();
+    ids.extend_from_slice(&result[..size - empty.len()]);
+    ids.extend_from_slice(&empty[split..]);
+    Ok(ids)
+}
+
+/// Time to the first sampled token of a generation from `cached` + `new`.
+fn first_token(model: &mut StepAudio2, cached: &[i64], new: &[i64]) -> BoxResult<Duration> {
+    let mut sampler = Sampler::new(SamplingParams::greedy(1, Vec::new()))?;
+    let segments = [Segment::Tokens(new.to_vec())];
+    let prompt = Prompt { cached, segments: &segments };
+    let stop = AtomicBool::new(false);
+    let out =
+        generate(model, prompt, &mut sampler, None, &stop, |_| std::ops::ControlFlow::Break(()))?;
+    out.timings.first_token.ok_or_else(|| "no token was generated".into())
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+/// `(extension, re-prefill)` medians for a history of `n` ids.
+fn step_level(
+    model: &mut StepAudio2,
+    tokenizer: &StepTokenizer,
+    n: usize,
+    o: &Options,
+) -> BoxResult<(Duration, Duration)> {
+    let history: Vec<i64> = (0..n as i64).map(|i| (i * 37 + 11) % 600).collect();
+    let tail = result_prompt(tokenizer, o.prompt_ids)?;
+    let mut all = history.clone();
+    all.extend_from_slice(&tail);
+    let (mut ext, mut full) = (Vec::new(), Vec::new());
+    for run in 0..=o.repeats {
+        StepModel::clear(model);
+        let _ = StepModel::prefill(model, &[Segment::Tokens(history.clone())])?;
+        let e = first_token(model, &history, &tail)?;
+        StepModel::clear(model);
+        let f = first_token(model, &[], &all)?;
+        if run > 0 {
+            ext.push(e);
+            full.push(f);
+        }
+    }
+    StepModel::clear(model);
+    Ok((median(ext), median(full)))
+}
+
+// ----- agent level -----
+
+/// A tool that answers with the search result.
+struct Search;
+
+#[derive(Debug, thiserror::Error)]
+#[error("never")]
+struct Never;
+
+#[async_trait::async_trait]
+impl Tool for Search {
+    const NAME: &'static str = "web_search";
+    type Args = NoArgs;
+    type Output = String;
+    type Error = Never;
+
+    fn description(&self) -> String {
+        "Searches the web.".to_owned()
+    }
+
+    async fn call(&self, _: NoArgs) -> Result<String, Never> {
+        Ok(RESULT.to_owned())
+    }
+}
+
+/// The first step (tool choice `auto`) writes `call` then `<|EOT|>`; the next (`none`) notes
+/// when it first samples, then ends.
+struct Scripted {
+    call: Vec<i64>,
+    eot: i64,
+    first_sample: Arc<Mutex<Option<Instant>>>,
+}
+
+struct Forced {
+    ids: Vec<i64>,
+    eot: i64,
+    mark: Option<Arc<Mutex<Option<Instant>>>>,
+}
+
+impl LogitsMask for Forced {
+    fn apply(&mut self, logits: &mut Tensor, generated: &[i64]) -> voxloop_core::Result<()> {
+        if let Some(mark) = &self.mark {
+            if let Ok(mut slot) = mark.lock() {
+                slot.get_or_insert_with(Instant::now);
+            }
+        }
+        allow_only_ids(logits, &[self.ids.get(generated.len()).copied().unwrap_or(self.eot)])
+    }
+}
+
+impl ConstraintFactory for Scripted {
+    fn build(
+        &self,
+        choice: &ToolChoice,
+        _: GenerationMode,
+    ) -> voxloop_core::Result<Option<Box<dyn LogitsMask + Send>>> {
+        Ok(Some(Box::new(match choice {
+            ToolChoice::None => Forced {
+                ids: Vec::new(),
+                eot: self.eot,
+                mark: Some(Arc::clone(&self.first_sample)),
+            },
+            _ => Forced { ids: self.call.clone(), eot: self.eot, mark: None },
+        })))
+    }
+}
+
+/// Tool result → first sampling of the next step through the agent, with a history of about
+/// `n` ids; returns the median and the ids in the cache when the result arrived.
+async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duration, usize)> {
+    let mut tools = ToolRegistry::new();
+    tools.register(Search)?;
+    let agent = Agent::load(dir, DeviceSpec::Cpu, tools, AgentConfig::default())?;
+    let tok = agent.tokenizer();
+    let special = *tok.special();
+    let mut call = vec![special.tts_end, special.tool_call_start];
+    call.extend(tok.encode_untrusted("function\nweb_search\n{}")?);
+    call.push(special.tool_call_end);
+    // The system and tool turns and the call come first; the human turn brings the history
+    // to about n ids.
+    let prelude = [
+        Message::system(SessionSettings::default().system_text(std::time::SystemTime::now())),
+        Message::tool_schemas(&serde_json::from_str(&agent.tools().tool_json_schemas()?)?),
+        Message::human_text(""),
+        Message::generation_prompt(GenerationMode::Speech),
+    ];
+    let prelude = prompt_ids(&encode_pieces(&render(&prelude), tok)?).len() + call.len();
+    let filler = "the quick brown fox jumps over the lazy dog ".repeat(n / 8 + 1);
+    let words: Vec<&str> = filler.split_whitespace().collect();
+    let per_word = tok.encode_untrusted(&filler)?.len() as f64 / words.len() as f64;
+    let keep = (n.saturating_sub(prelude).max(8) as f64 / per_word) as usize;
+    let text = words[..keep.clamp(1, words.len())].join(" ");
+    let first_sample = Arc::new(Mutex::new(None));
+    let agent = agent.with_constraints(Arc::new(Scripted {
+        call,
+        eot: special.eot,
+        first_sample: Arc::clone(&first_sample),
+    }));
+
+    let mut times = Vec::new();
+    let mut history = 0;
+    for run in 0..=repeats {
+        *first_sample.lock().map_err(|_| "poisoned")? = None;
+        let mut settings = SessionSettings {
+            follow_up_tool_choice: ToolChoice::None,
+            ..SessionSettings::default()
+        };
+        settings.sampling.max_new_tokens = 64;
+        let mut session = Session::new(settings);
+        let mut stream = agent.run_turn(&mut session, TurnInput::text(text.clone()));
+        let mut result_at = None;
+        while let Some(event) = stream.next().await {
+            match event {
+                AgentEvent::ToolCallFinished { .. } => result_at = Some(Instant::now()),
+                AgentEvent::Usage { step: 1, usage } => {
+                    history = usage.input_tokens + usage.output_tokens
+                }
+                _ => {}
+            }
+        }
+        drop(stream);
+        let end = *first_sample.lock().map_err(|_| "poisoned")?;
+        let (Some(start), Some(end)) = (result_at, end) else {
+            return Err("the scripted turn did not reach its second step".into());
+        };
+        if run > 0 {
+            times.push(end.duration_since(start));
+        }
+    }
+    Ok((median(times), history))
+}
+
+fn run(o: &Options) -> BoxResult<()> {
+    tch::set_num_threads(o.threads);
+    let (dir, _guard) = if o.bench {
+        let tmp = tempfile::Builder::new().prefix("voxloop-bench-agent-").tempdir()?;
+        let start = Instant::now();
+        write_checkpoint(tmp.path())?;
+        println!("wrote the random checkpoint in {:.1} s", start.elapsed().as_secs_f64());
+        (tmp.path().to_path_buf(), Some(tmp))
+    } else {
+        println!("smoke run on the tiny fixture (pass --bench for figures)");
+        (fixture(), None)
+    };
+    let mut model = StepAudio2::load(&dir, Device::Cpu, Kind::Float)?;
+    let tokenizer = StepTokenizer::from_file(dir.join("tokenizer.json"))?;
+    println!(
+        "{} threads, f32 CPU; prompt added by a tool result: {} ids; median of {} after a warm-up",
+        o.threads,
+        result_prompt(&tokenizer, o.prompt_ids)?.len(),
+        o.repeats
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average at start: {}",
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    println!();
+    println!("| history ids | KV extension ms | re-prefill ms | speed-up | agent: result → first token ms (history ids) |");
+    println!("|---|---|---|---|---|");
+    for &n in &o.histories {
+        let (ext, full) = step_level(&mut model, &tokenizer, n, o)?;
+        let (agent, ids) = runtime.block_on(agent_level(&dir, n, o.repeats.min(3)))?;
+        println!(
+            "| {n} | {:.1} | {:.1} | {:.1}x | {:.1} ({ids}) |",
+            ext.as_secs_f64() * 1e3,
+            full.as_secs_f64() * 1e3,
+            full.as_secs_f64() / ext.as_secs_f64(),
+            agent.as_secs_f64() * 1e3,
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match Options::parse(&args).and_then(|o| run(&o)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! What a turn reports while it runs: [`AgentEvent`].
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::tool::ToolError;
+
+/// Token counts of one generation step, or of a whole turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Ids prefilled into the KV cache (new turns and the generation prompt; audio
+    /// placeholders included). Only what was added: history already in the cache does not
+    /// count again.
+    pub input_tokens: usize,
+    /// Ids generated (the stop token excluded).
+    pub output_tokens: usize,
+    /// Of the generated ids, the speech codes (`<audio_N>`, N < 6561).
+    pub audio_tokens: usize,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Self) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.audio_tokens += other.audio_tokens;
+    }
+}
+
+/// Why a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEndReason {
+    /// A generation step made no tool call (it ended on `<|EOT|>` or on the token limit).
+    Completed,
+    /// The last step allowed to call tools did, and the answer was generated without tools.
+    MaxSteps,
+    /// The turn was cancelled (barge-in) or its stream dropped.
+    Cancelled,
+    /// Something failed (the model, the prompt, the constraint); the history stays
+    /// consistent.
+    Error(String),
+}
+
+impl TurnEndReason {
+    /// The span attribute `gen_ai.agent.invocation.end_reason`: `completed`, `max_steps`,
+    /// `interrupted` (the GenAI voice-agent draft's word for a barge-in) or `error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TurnEndReason::Completed => "completed",
+            TurnEndReason::MaxSteps => "max_steps",
+            TurnEndReason::Cancelled => "interrupted",
+            TurnEndReason::Error(_) => "error",
+        }
+    }
+}
+
+/// One event of a turn, in the order things happen. Every turn ends with exactly one
+/// [`AgentEvent::TurnFinished`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// Generated text. `in_speech`: the transcript of what is being spoken (inside
+    /// `<tts_start>` … `<tts_end>`), otherwise written content. Tool-call text is not
+    /// reported here.
+    TextDelta { text: String, in_speech: bool },
+    /// Speech codes (0..=6560, 25 Hz) for the vocoder.
+    AudioTokens(Vec<u16>),
+    /// A tool call starts running (or, for a malformed call, is answered at once).
+    ToolCallStarted {
+        /// The call id (`gen_ai.tool.call.id`).
+        id: String,
+        /// The tool's name as the model wrote it (empty when it could not be read).
+        name: String,
+        /// The arguments as the model wrote them (`null` when they could not be read).
+        arguments: Value,
+    },
+    /// A tool call ended; its result (or error message) is what the model reads next.
+    ToolCallFinished {
+        /// The call id.
+        id: String,
+        /// The tool's name as called.
+        name: String,
+        /// The output text, or the error.
+        outcome: Result<String, ToolError>,
+        /// Wall time of the call.
+        duration: Duration,
+    },
+    /// One generation step ended (numbered from 1).
+    Usage { step: usize, usage: Usage },
+    /// The turn is over: why, and the total usage.
+    TurnFinished { reason: TurnEndReason, usage: Usage },
+}

@@ -1,0 +1,355 @@
+//! The reason-then-act loop: one [`Agent`] (a model on its inference thread, a tokenizer and
+//! a [`ToolRegistry`]) runs the turns of a [`Session`].
+//!
+//! # One turn
+//!
+//! [`Agent::run_turn`] returns a [`TurnStream`] of [`AgentEvent`]s; polling it runs the turn:
+//!
+//! 1. The first turn of a session writes the system turn (prompt, date line, voice
+//!    instruction) and, when tools are registered, the `tool_json_schemas` turn
+//!    ([`ToolRegistry::tool_json_schemas`]). The user's input becomes a human turn.
+//! 2. A **generation step** prefills only what the KV cache lacks — the `<|EOT|>` closing the
+//!    previous assistant turn, the new turns, the generation prompt (`<|BOT|>assistant\n`, plus
+//!    `<tts_start>` in speech mode) — and generates on the model's thread under the step's
+//!    logits mask ([`ConstraintFactory`]). Each id goes through the protocol's
+//!    [`Demux`](crate::protocol::Demux): text and speech codes stream out as events, tool calls
+//!    are collected.
+//! 3. If the step made tool calls, they run concurrently (at most
+//!    [`AgentConfig::tool_concurrency`] at once) through the registry, each with its call id
+//!    and inside its `execute_tool` span. A malformed call (the demultiplexer's parse error)
+//!    is not run: its error message is its result. The assistant turn (its raw generated ids)
+//!    and one `input` turn per result, in call order, join the history, and the next step
+//!    prefills them on top of the same cache. Result text is tokenized with special tokens off
+//!    (an `<|EOT|>` inside a web page stays text); the tools named in
+//!    [`AgentConfig::result_instructions`] get their instruction (upstream's search summary
+//!    instruction, [`SEARCH_SUMMARY_INSTRUCTION`]) appended as trusted text.
+//! 4. The turn ends with the first step that calls no tool ([`TurnEndReason::Completed`]). The
+//!    first step uses [`SessionSettings::tool_choice`], later ones
+//!    [`SessionSettings::follow_up_tool_choice`]; after [`SessionSettings::max_steps`] steps
+//!    that called tools, one last step runs with [`ToolChoice::None`]
+//!    ([`TurnEndReason::MaxSteps`]).
+//!
+//! # Cancellation (barge-in)
+//!
+//! [`CancelHandle::cancel`] stops the running generation before its next decode step and
+//! abandons running tool calls. The history never holds a tool call without its result:
+//!
+//! - cancelled while generating: the ids generated so far are kept as the assistant turn (it
+//!   is what the user heard), cut before the first `<tool_call>`; the cache is truncated to
+//!   match. Nothing generated: only the prompt's turns are kept.
+//! - cancelled while tools run: the assistant turn stays with all its calls; the calls that
+//!   finished keep their real results, the others get a "cancelled" error result. Those
+//!   `input` turns are prefilled with the next turn.
+//!
+//! Dropping the stream instead is a harsher cancel: the step that was running is forgotten
+//! (the next turn truncates the cache to what the session records).
+//!
+//! A turn that fails ([`TurnEndReason::Error`]: the model, a constraint, a context overflow)
+//! keeps its human turn in the history, uncached, and cuts the cache back to what the session
+//! records; the next turn prefills the human turn again with its own.
+//!
+//! # One model, many sessions
+//!
+//! An agent's model holds one KV cache. A session records what of it is in that cache; when a
+//! turn starts for a session whose ids are not the cache's (a new or loaded session, or
+//! another session used the model in between) the cache is cleared and the whole history is
+//! prefilled once. Turns of one agent run one at a time.
+//!
+//! # Tracing
+//!
+//! Each turn is an `invoke_agent` span; each step a `chat {model}` span under it; the tool
+//! calls' `execute_tool` spans are its children too. Fields: `gen_ai.operation.name`,
+//! `gen_ai.provider.name` (`stepfun`), `gen_ai.conversation.id`, `gen_ai.request.model`,
+//! `gen_ai.usage.input_tokens` / `output_tokens` / `output_audio_tokens`, on the turn
+//! `gen_ai.agent.invocation.end_reason` (`completed`, `max_steps`, `interrupted`, `error`), on
+//! each step the request parameters, `gen_ai.output.type` (`speech` or `text`),
+//! `gen_ai.response.finish_reasons` (`["stop"]`, `["length"]`, `["tool_calls"]`,
+//! `["cancelled"]`, `["error"]`) and `gen_ai.response.time_to_first_chunk` (seconds).
+
+mod constraints;
+mod events;
+mod prompt;
+mod stream;
+mod telemetry;
+mod turn;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tch::Kind;
+
+pub use constraints::{ConstraintFactory, GrammarConstraints};
+pub use events::{AgentEvent, TurnEndReason, Usage};
+pub use stream::{CancelHandle, TurnStream};
+
+use crate::audio::{AudioChunk, N_MELS};
+use crate::generate::{InferenceWorker, StepModel};
+use crate::model::StepAudio2;
+use crate::protocol::{ToolChoice, SEARCH_SUMMARY_INSTRUCTION};
+use crate::session::{HumanPart, MelChunk, Session, SessionSettings};
+use crate::tokenizer::StepTokenizer;
+use crate::tool::ToolRegistry;
+use crate::{DeviceSpec, Error, Result};
+
+/// How an agent runs its turns (per agent; per-conversation settings are in
+/// [`SessionSettings`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// `gen_ai.agent.name` and the `invoke_agent {name}` span name.
+    pub agent_name: String,
+    /// `gen_ai.request.model` and the `chat {model}` span name.
+    pub model_name: String,
+    /// How many tool calls of one step run at once (0 counts as 1).
+    pub tool_concurrency: usize,
+    /// Results longer than this many characters are cut (with `…` appended) before they
+    /// reach the model.
+    pub max_result_chars: usize,
+    /// Trusted text appended to a tool's successful result, by tool name.
+    pub result_instructions: HashMap<String, String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            agent_name: "voxloop".to_owned(),
+            model_name: "step-audio-2-mini".to_owned(),
+            tool_concurrency: 4,
+            max_result_chars: 8000,
+            result_instructions: HashMap::new(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Appends upstream's search summary instruction ([`SEARCH_SUMMARY_INSTRUCTION`]) to the
+    /// results of `tool`, as StepFun's example does for web search.
+    #[must_use]
+    pub fn summarise_results_of(mut self, tool: impl Into<String>) -> Self {
+        self.result_instructions.insert(tool.into(), SEARCH_SUMMARY_INSTRUCTION.to_owned());
+        self
+    }
+}
+
+/// What the user said or typed in one turn.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnInput {
+    parts: Vec<HumanPart>,
+}
+
+impl TurnInput {
+    /// Typed text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::default().and_text(text)
+    }
+
+    /// Speech, as the chunks of [`crate::audio::prepare_audio`].
+    pub fn audio(chunks: &[AudioChunk]) -> Result<Self> {
+        Self::default().and_audio(chunks)
+    }
+
+    /// Adds text after what is there.
+    #[must_use]
+    pub fn and_text(mut self, text: impl Into<String>) -> Self {
+        self.parts.push(HumanPart::Text { text: text.into() });
+        self
+    }
+
+    /// Adds speech after what is there (the features are copied).
+    pub fn and_audio(mut self, chunks: &[AudioChunk]) -> Result<Self> {
+        let chunks = chunks.iter().map(mel_chunk).collect::<Result<Vec<_>>>()?;
+        self.parts.push(HumanPart::Audio { chunks });
+        Ok(self)
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[HumanPart] {
+        &self.parts
+    }
+
+    /// Whether there is nothing to say.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+}
+
+fn mel_chunk(chunk: &AudioChunk) -> Result<MelChunk> {
+    let size = chunk.mel.size();
+    if size.len() != 2 || size[0] != N_MELS as i64 {
+        return Err(Error::InvalidAudioChunk {
+            index: 0,
+            message: format!("expected a [{N_MELS}, T] log-mel, got {size:?}"),
+        });
+    }
+    let flat = chunk.mel.f_to_kind(Kind::Float)?.f_contiguous()?.f_view([-1])?;
+    Ok(MelChunk {
+        frames: chunk.frames(),
+        patches: chunk.patches,
+        mel: Vec::<f32>::try_from(&flat)?,
+    })
+}
+
+/// Distinguishes agents, so that a session knows whose cache holds it.
+static NEXT_AGENT: AtomicU64 = AtomicU64::new(1);
+
+/// A speech LLM with tools; see the module documentation.
+pub struct Agent {
+    worker: InferenceWorker,
+    tokenizer: Arc<StepTokenizer>,
+    tools: ToolRegistry,
+    config: AgentConfig,
+    constraints: Arc<dyn ConstraintFactory>,
+    instance: u64,
+    /// Bumped each time the cache is cleared for a session.
+    epoch: AtomicU64,
+    /// Held for the whole of a turn: one turn at a time uses the model.
+    lease: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("tools", &self.tools)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent over a model already running on `worker` (its cache is cleared before the
+    /// first turn), with the default [`GrammarConstraints`] for `tools`.
+    pub fn new(
+        worker: InferenceWorker,
+        tokenizer: Arc<StepTokenizer>,
+        tools: ToolRegistry,
+        config: AgentConfig,
+    ) -> Result<Self> {
+        let constraints = Arc::new(GrammarConstraints::new(&tokenizer, &tools.definitions())?);
+        Ok(Self {
+            worker,
+            tokenizer,
+            tools,
+            config,
+            constraints,
+            instance: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
+            lease: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads the checkpoint in `dir` (the official layout, `tokenizer.json` included) on an
+    /// inference thread: f32 on the CPU, bf16 on CUDA.
+    pub fn load(
+        dir: &Path,
+        device: DeviceSpec,
+        tools: ToolRegistry,
+        config: AgentConfig,
+    ) -> Result<Self> {
+        let tokenizer = Arc::new(StepTokenizer::from_file(dir.join("tokenizer.json"))?);
+        let patch = u32::try_from(tokenizer.special().audio_patch)
+            .map_err(|_| Error::Agent("the <audio_patch> id does not fit in 32 bits".to_owned()))?;
+        let device = device.resolve()?;
+        let kind = if device.is_cuda() { Kind::BFloat16 } else { Kind::Float };
+        let dir = dir.to_path_buf();
+        let worker = InferenceWorker::spawn(move || {
+            let mut model = StepAudio2::load(&dir, device, kind)?;
+            model.set_audio_patch_id(patch);
+            Ok(model)
+        })?;
+        Self::new(worker, tokenizer, tools, config)
+    }
+
+    /// Replaces the logits-mask factory.
+    #[must_use]
+    pub fn with_constraints(mut self, constraints: Arc<dyn ConstraintFactory>) -> Self {
+        self.constraints = constraints;
+        self
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &StepTokenizer {
+        &self.tokenizer
+    }
+
+    /// The tools.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The inference thread, for jobs of your own (they run between the turns' jobs). After
+    /// a job that changes the model's cache, call [`Agent::forget_cache`].
+    pub fn worker(&self) -> &InferenceWorker {
+        &self.worker
+    }
+
+    /// Declares the model's cache unknown: every session prefills its whole history at its
+    /// next turn.
+    pub fn forget_cache(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Runs one turn of `session` with `input`; see the module documentation. The turn runs
+    /// as the returned stream is polled.
+    pub fn run_turn<'a>(&'a self, session: &'a mut Session, input: TurnInput) -> TurnStream<'a> {
+        let cancel = CancelHandle::new();
+        let handle = cancel.clone();
+        TurnStream::new(cancel, move |out| Box::pin(turn::drive(self, session, input, out, handle)))
+    }
+
+    /// The number of positions in the model's cache (waits for the running turn's jobs).
+    pub async fn cache_len(&self) -> Result<usize> {
+        self.on_worker(|model| model.cache_len()).await
+    }
+
+    /// Runs `job` on the inference thread and awaits its result without blocking the
+    /// executor.
+    pub(crate) async fn on_worker<R, F>(&self, job: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn StepModel) -> R + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.worker.submit(move |model| {
+            let _ = tx.send(job(model));
+        })?;
+        rx.await.map_err(|_| {
+            Error::InferenceWorkerStopped("the job was dropped before it finished".to_owned())
+        })
+    }
+
+    /// Makes the model's cache hold a prefix of `session`'s history and records which: the
+    /// session's own ids when the cache still holds them (cut back to them, in case a dropped
+    /// turn left more), else nothing (cleared, a new epoch).
+    pub(crate) async fn prepare_cache(&self, session: &mut Session) -> Result<()> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some(cache) = session.cache() {
+            if cache.owner == self.instance && cache.epoch == epoch {
+                let len = cache.ids.len();
+                if let Ok(Ok(())) = self.on_worker(move |model| model.truncate(len)).await {
+                    return Ok(());
+                }
+            }
+        }
+        let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.on_worker(|model| model.clear()).await?;
+        session.reset_cache(self.instance, epoch);
+        Ok(())
+    }
+}
+
+/// The tool choice of step `step` (from 1) of a turn under `settings`.
+pub(crate) fn step_choice(settings: &SessionSettings, step: usize) -> ToolChoice {
+    if step > settings.max_steps {
+        ToolChoice::None
+    } else if step == 1 {
+        settings.tool_choice.clone()
+    } else {
+        settings.follow_up_tool_choice.clone()
+    }
+}

@@ -1,0 +1,304 @@
+//! A conversation: its settings, its history of turns, and what of it the model's KV cache
+//! holds. Sessions are saved to disk as JSON and resumed from it.
+//!
+//! # History
+//!
+//! A [`Session`] is a list of [`Turn`]s, each of which renders to exactly the prompt pieces the
+//! model saw (step-audio-2.md §2–3):
+//!
+//! | turn | rendered as |
+//! |---|---|
+//! | [`Turn::System`] | `<|BOT|>system\n{text}<|EOT|>` (trusted) |
+//! | [`Turn::ToolSchemas`] | `<|BOT|>tool_json_schemas\n{json}<|EOT|>` (trusted) |
+//! | [`Turn::Human`] | `<|BOT|>human\n` + parts (text untrusted, audio placeholders) + `<|EOT|>` |
+//! | [`Turn::Assistant`] | the raw generated ids replayed: `<|BOT|>assistant\n[<tts_start>]{ids}<|EOT|>` |
+//! | [`Turn::ToolResult`] | `<|BOT|>input\n{result}[{instruction}]<|EOT|>` (result untrusted) |
+//!
+//! The system and tool-declaration turns are written once, when the first turn starts
+//! ([`SessionSettings::system_text`] fixes the date line then); later changes to the system
+//! prompt or to the tool set apply to a new session (or after [`Session::reset`]).
+//!
+//! Audio input is kept as its log-mel chunks ([`MelChunk`]), so that a resumed session can
+//! prefill it again; in the JSON file the features are base64 of little-endian `f32`
+//! (about 1.7 MB per 25 s of speech).
+//!
+//! # The KV cache
+//!
+//! The agent keeps the model's cache in step with the history: a session records which of
+//! its turns are in the cache and their token ids ([`Session::cached_ids`],
+//! [`Session::turn_ids`]). A turn goes on by extending the cache with only the turns not yet
+//! in it. The cache record is not saved: a loaded session (or one whose model was used by
+//! another session in between) is prefilled again, once, at its next turn.
+//!
+//! # Files
+//!
+//! [`Session::save`] writes the JSON to a temporary file in the same directory, flushes it
+//! to disk and renames it over the target, so a crash leaves either the old file or the new
+//! one, never a torn one.
+
+mod settings;
+mod turn;
+
+use std::io::Write;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use settings::{
+    DateLine, SamplingSettings, SessionSettings, DEFAULT_SYSTEM_PROMPT, DEFAULT_VOICE_INSTRUCTION,
+};
+pub use turn::{AssistantTurn, HumanPart, MelChunk, ToolResultTurn, Turn};
+
+use crate::audio::N_MELS;
+use crate::{Error, Result};
+
+/// The version written in saved files; loading refuses other versions.
+pub const SESSION_FORMAT: u32 = 1;
+
+/// Which part of a session the model's KV cache holds (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheState {
+    /// The agent whose model holds it.
+    pub(crate) owner: u64,
+    /// That agent's cache epoch when it was filled for this session.
+    pub(crate) epoch: u64,
+    /// Every id in the cache, in order.
+    pub(crate) ids: Vec<i64>,
+    /// The positions of each cached turn, for the first `turns.len()` turns of the history.
+    pub(crate) turns: Vec<Range<usize>>,
+    /// The last cached turn is an assistant turn whose closing `<|EOT|>` is not in the cache
+    /// yet (generation stops on it without decoding it).
+    pub(crate) open: bool,
+}
+
+/// A conversation; see the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    created_unix: u64,
+    settings: SessionSettings,
+    history: Vec<Turn>,
+    cache: Option<CacheState>,
+}
+
+/// The saved form of a session.
+#[derive(Serialize, Deserialize)]
+struct SessionFile {
+    format: u32,
+    id: String,
+    created_unix: u64,
+    settings: SessionSettings,
+    history: Vec<Turn>,
+}
+
+impl Session {
+    /// A new, empty conversation with a fresh id.
+    pub fn new(settings: SessionSettings) -> Self {
+        let created_unix =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Self {
+            id: format!("conv_{}", uuid::Uuid::new_v4().simple()),
+            created_unix,
+            settings,
+            history: Vec::new(),
+            cache: None,
+        }
+    }
+
+    /// The conversation id (`gen_ai.conversation.id` of its spans).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the session was created, in seconds since the Unix epoch.
+    pub fn created_unix(&self) -> u64 {
+        self.created_unix
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// The settings, to change them between turns. The system prompt, date line and voice
+    /// instruction only take effect in a new history (see [`Session::reset`]).
+    pub fn settings_mut(&mut self) -> &mut SessionSettings {
+        &mut self.settings
+    }
+
+    /// The turns so far.
+    pub fn history(&self) -> &[Turn] {
+        &self.history
+    }
+
+    /// Forgets the history (the settings stay); the next turn starts a new conversation
+    /// with the same id.
+    pub fn reset(&mut self) {
+        self.history.clear();
+        self.cache = None;
+    }
+
+    /// The ids the model's cache holds for this session, as of the end of the last turn
+    /// (empty when none is cached, e.g. after loading).
+    pub fn cached_ids(&self) -> &[i64] {
+        self.cache.as_ref().map_or(&[], |c| c.ids.as_slice())
+    }
+
+    /// How many turns, from the first, are in the cache.
+    pub fn cached_turns(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.turns.len())
+    }
+
+    /// The cached ids of turn `index` (an assistant turn whose `<|EOT|>` is still to come
+    /// lacks it), or `None` when the turn is not in the cache.
+    pub fn turn_ids(&self, index: usize) -> Option<&[i64]> {
+        let cache = self.cache.as_ref()?;
+        cache.ids.get(cache.turns.get(index)?.clone())
+    }
+
+    /// Writes the session as JSON to `path` atomically (temporary file, flush, rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let file = SessionFile {
+            format: SESSION_FORMAT,
+            id: self.id.clone(),
+            created_unix: self.created_unix,
+            settings: self.settings.clone(),
+            history: self.history.clone(),
+        };
+        let json = serde_json::to_vec(&file)
+            .map_err(|e| format_error(path, format!("cannot serialise: {e}")))?;
+        write_atomically(path, &json)
+    }
+
+    /// Reads a session written by [`Session::save`]. Its history is not in any cache: the
+    /// next turn prefills it again.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|source| Error::SessionIo { path: path.to_path_buf(), source })?;
+        let file: SessionFile = serde_json::from_slice(&bytes)
+            .map_err(|e| format_error(path, format!("not a session file: {e}")))?;
+        if file.format != SESSION_FORMAT {
+            return Err(format_error(
+                path,
+                format!("format {} is not the supported format {SESSION_FORMAT}", file.format),
+            ));
+        }
+        for (t, turn) in file.history.iter().enumerate() {
+            let Turn::Human { parts } = turn else { continue };
+            for part in parts {
+                let HumanPart::Audio { chunks } = part else { continue };
+                for chunk in chunks {
+                    if chunk.mel.len() != N_MELS * chunk.frames {
+                        return Err(format_error(
+                            path,
+                            format!(
+                                "turn {t}: a mel chunk of {} frames holds {} values, expected {}",
+                                chunk.frames,
+                                chunk.mel.len(),
+                                N_MELS * chunk.frames
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            id: file.id,
+            created_unix: file.created_unix,
+            settings: file.settings,
+            history: file.history,
+            cache: None,
+        })
+    }
+
+    // ----- bookkeeping for the agent -----
+
+    pub(crate) fn cache(&self) -> Option<&CacheState> {
+        self.cache.as_ref()
+    }
+
+    /// Records that the cache was emptied for this session by agent `owner` at `epoch`.
+    pub(crate) fn reset_cache(&mut self, owner: u64, epoch: u64) {
+        self.cache =
+            Some(CacheState { owner, epoch, ids: Vec::new(), turns: Vec::new(), open: false });
+    }
+
+    /// Forgets what the cache holds (the next turn prefills the whole history).
+    pub(crate) fn invalidate_cache(&mut self) {
+        self.cache = None;
+    }
+
+    pub(crate) fn push_turn(&mut self, turn: Turn) {
+        self.history.push(turn);
+    }
+
+    /// Records a prefill of the uncached turns: `ids` were appended to the cache, `ranges`
+    /// (absolute) are the positions of each uncached turn in order, and `closed_open` says
+    /// whether `ids` began with the `<|EOT|>` of the open assistant turn.
+    pub(crate) fn commit_prefill(
+        &mut self,
+        ids: &[i64],
+        ranges: &[Range<usize>],
+        closed_open: bool,
+    ) {
+        let Some(cache) = self.cache.as_mut() else { return };
+        if closed_open && cache.open {
+            if let Some(last) = cache.turns.last_mut() {
+                last.end += 1;
+            }
+        }
+        cache.open = cache.open && !closed_open;
+        cache.ids.extend_from_slice(ids);
+        cache.turns.extend(ranges.iter().cloned());
+    }
+
+    /// Records a generated assistant turn: `prompt` (the generation prompt) and
+    /// `turn.ids` were appended to the cache; the turn is open (its `<|EOT|>` comes with the
+    /// next prefill). Its history entry is pushed too.
+    pub(crate) fn commit_assistant(&mut self, prompt: &[i64], turn: AssistantTurn) {
+        if let Some(cache) = self.cache.as_mut() {
+            let start = cache.ids.len();
+            cache.ids.extend_from_slice(prompt);
+            cache.ids.extend_from_slice(&turn.ids);
+            cache.turns.push(start..cache.ids.len());
+            cache.open = true;
+        }
+        self.history.push(Turn::Assistant(turn));
+    }
+}
+
+fn format_error(path: &Path, message: String) -> Error {
+    Error::SessionFormat { path: path.to_path_buf(), message }
+}
+
+/// Writes `bytes` to a temporary file next to `path`, syncs it, renames it over `path` and
+/// syncs the directory (where the platform allows).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io_error = |source| Error::SessionIo { path: path.to_path_buf(), source };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp =
+        dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4().simple()));
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_error(source));
+    }
+    // Persist the rename itself; directories cannot be opened on every platform.
+    if let Ok(dir) = std::fs::File::open(&dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! [`Turn`]: one turn of a conversation's history, and how it renders.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{AudioClip, Content, Message, Part, Role};
+use crate::tool::ToolCall;
+
+/// One log-mel chunk of a spoken human turn (≤ 25 s), kept so the turn can be prefilled
+/// again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MelChunk {
+    /// Mel frames `T`.
+    pub frames: usize,
+    /// `<audio_patch>` placeholders of the chunk.
+    pub patches: usize,
+    /// `[128, T]` row-major.
+    #[serde(with = "f32_base64")]
+    pub mel: Vec<f32>,
+}
+
+/// One part of a human turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HumanPart {
+    /// Text the user typed (untrusted).
+    Text { text: String },
+    /// Speech, as its 25-s log-mel chunks.
+    Audio { chunks: Vec<MelChunk> },
+}
+
+/// A generated assistant turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantTurn {
+    /// Whether it was generated after `<tts_start>` (a spoken answer).
+    pub speech: bool,
+    /// The generated ids, verbatim, without the closing `<|EOT|>`: what is replayed.
+    pub ids: Vec<i64>,
+    /// The text of the turn (spoken transcript and written content, tool calls left out),
+    /// for reading; not rendered.
+    pub text: String,
+    /// The tool calls the turn made, with their ids; not rendered (the ids say it).
+    #[serde(default)]
+    pub calls: Vec<ToolCall>,
+}
+
+/// The result of one tool call, shown to the model in an `input` turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolResultTurn {
+    /// The call it answers.
+    pub call_id: String,
+    /// The tool's name as called.
+    pub name: String,
+    /// Whether the call produced output (else `text` is the error message).
+    pub ok: bool,
+    /// What the model reads (untrusted).
+    pub text: String,
+    /// Trusted text appended after the result (the search summary instruction).
+    #[serde(default)]
+    pub instruction: Option<String>,
+}
+
+/// One turn of the conversation; see the module documentation for how each renders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Turn {
+    /// The system prompt.
+    System { text: String },
+    /// The tool declarations (Python-style JSON of the OpenAI `tools` array).
+    ToolSchemas { json: String },
+    /// What the user said or typed.
+    Human { parts: Vec<HumanPart> },
+    /// What the model generated.
+    Assistant(AssistantTurn),
+    /// A tool's result.
+    ToolResult(ToolResultTurn),
+}
+
+impl Turn {
+    /// The turn as a protocol message. Audio parts become clips keyed by their index among
+    /// the turn's parts.
+    pub fn message(&self) -> Message {
+        match self {
+            Turn::System { text } => Message::system(text.clone()),
+            Turn::ToolSchemas { json } => {
+                Message::new(Role::ToolJsonSchemas, Content::Text(json.clone()))
+            }
+            Turn::Human { parts } => {
+                let parts = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, part)| match part {
+                        HumanPart::Text { text } => Part::Untrusted(text.clone()),
+                        HumanPart::Audio { chunks } => Part::Audio(AudioClip::new(
+                            i as u64,
+                            chunks.iter().map(|c| c.patches).collect(),
+                        )),
+                    })
+                    .collect();
+                Message::new(Role::Human, Content::Parts(parts))
+            }
+            Turn::Assistant(turn) if turn.speech => {
+                Message::assistant_speech_replay(turn.ids.clone())
+            }
+            Turn::Assistant(turn) => Message::assistant_text_replay(turn.ids.clone()),
+            Turn::ToolResult(result) => {
+                Message::tool_result(result.text.clone(), result.instruction.as_deref())
+            }
+        }
+    }
+
+    /// The mel chunk `chunk` of the turn's part `part`, if there is one.
+    pub fn mel_chunk(&self, part: usize, chunk: usize) -> Option<&MelChunk> {
+        match self {
+            Turn::Human { parts } => match parts.get(part)? {
+                HumanPart::Audio { chunks } => chunks.get(chunk),
+                HumanPart::Text { .. } => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// `Vec<f32>` as base64 of its little-endian bytes.
+mod f32_base64 {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        values: &[f32],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<f32>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = STANDARD.decode(text.as_bytes()).map_err(D::Error::custom)?;
+        if bytes.len() % 4 != 0 {
+            return Err(D::Error::custom(format!(
+                "{} bytes of mel features are not a whole number of f32 values",
+                bytes.len()
+            )));
+        }
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::N_MELS;
+
+    #[test]
+    fn mel_features_round_trip_through_base64() {
+        let chunk = MelChunk {
+            frames: 1,
+            patches: 0,
+            mel: (0..N_MELS).map(|i| i as f32 * 0.5 - 3.25).collect(),
+        };
+        let json = serde_json::to_string(&chunk).unwrap();
+        let back: MelChunk = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, chunk);
+    }
+}

@@ -1,0 +1,371 @@
+//! `voxloop index {add|rm|stats}` and `voxloop search`: the audio index from the command line.
+//!
+//! The index lives in `<data_dir>/index` (or `--index-dir`). It remembers the text embedder it
+//! was built with (`meta.json`); a new index uses `--embedder` (default `minilm`, loaded from
+//! `$VOXLOOP_MINILM_DIR`, else `.cache/models/all-minilm-l6-v2` as `scripts/minilm.sh` leaves
+//! it). `hashing` is a model-free feature-hashing embedder for machines without the model.
+//!
+//! Progress goes to stderr: a bar on a terminal, otherwise one line per committed batch.
+//! Skipped files are listed on stderr with their reason; the run still succeeds.
+//!
+//! Fault injection (crash tests only): `VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES=N` makes
+//! `index add` abort right after its N-th vector write, before the matching text commit.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use voxloop_retrieval::embed::{Device, HASHING_ID, MINILM_ID};
+use voxloop_retrieval::index::{Example, IndexOptions};
+use voxloop_retrieval::ingest::{ingest, IngestOptions, Progress, Source};
+use voxloop_retrieval::search::{Retriever, SearchRequest};
+use voxloop_retrieval::{
+    AgeBand, AudioIndex, Gender, HashingEmbedder, ItemFilter, ItemId, ItemKind, MiniLm,
+    TextEmbedder,
+};
+
+use crate::config::Config;
+
+/// Where `scripts/minilm.sh` puts the model, relative to the repository root.
+const DEFAULT_MINILM_DIR: &str = ".cache/models/all-minilm-l6-v2";
+/// Dimension of the `hashing` embedder.
+const HASHING_DIM: usize = 384;
+
+/// Options shared by the index commands.
+#[derive(Debug, Args)]
+pub struct IndexLocation {
+    /// Index directory; default `<data_dir>/index`.
+    #[arg(long, global = true, env = "VOXLOOP_INDEX_DIR")]
+    index_dir: Option<PathBuf>,
+}
+
+/// Which text embedder a new index uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedderChoice {
+    /// sentence-transformers all-MiniLM-L6-v2 on libtorch.
+    Minilm,
+    /// Feature hashing of words (no model; lexical only).
+    Hashing,
+}
+
+/// `voxloop index …`
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    location: IndexLocation,
+    #[command(subcommand)]
+    command: IndexCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// Index a folder (recursively, with metadata.jsonl sidecars) or a JSONL manifest.
+    Add {
+        /// A folder of audio files, or a manifest.jsonl.
+        path: PathBuf,
+        /// Kind of items whose metadata does not say.
+        #[arg(long, default_value = "sound")]
+        kind: String,
+        /// Text embedder of a new index (an existing index keeps its own).
+        #[arg(long, value_enum, default_value = "minilm")]
+        embedder: EmbedderChoice,
+        /// Items per consistent write.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove items by id.
+    Rm {
+        /// Item ids (16 hex digits), as `search` prints them.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Counts per kind, gender, language…; with --audit, compare both stores.
+    Stats {
+        /// Also compare the text index and the vector store item by item.
+        #[arg(long)]
+        audit: bool,
+        /// Print JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `voxloop search "<text>"`
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    location: IndexLocation,
+    /// What to look for, in words (English or Chinese).
+    text: Option<String>,
+    /// Nearest voices to an indexed item (its id) or to a WAV/FLAC/MP3/Ogg file, instead of text.
+    #[arg(long, conflicts_with = "text")]
+    like: Option<String>,
+    /// How many hits.
+    #[arg(long, short, default_value_t = 10)]
+    k: usize,
+    /// timbre or sound.
+    #[arg(long)]
+    kind: Option<String>,
+    /// female, male or other.
+    #[arg(long)]
+    gender: Option<String>,
+    /// child, teen, young, middle or senior.
+    #[arg(long)]
+    age: Option<String>,
+    /// A language code some item has (en, zh, …).
+    #[arg(long)]
+    language: Option<String>,
+    /// A style some item has.
+    #[arg(long)]
+    style: Option<String>,
+    /// Shortest duration in seconds.
+    #[arg(long)]
+    min_seconds: Option<f64>,
+    /// Longest duration in seconds.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// hybrid (default), bm25 or vector.
+    #[arg(long, default_value = "hybrid")]
+    mode: String,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn index_dir(config: &Config, location: &IndexLocation) -> PathBuf {
+    location.index_dir.clone().unwrap_or_else(|| config.paths.data_dir.join("index"))
+}
+
+fn minilm_dir() -> PathBuf {
+    std::env::var_os("VOXLOOP_MINILM_DIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_MINILM_DIR), PathBuf::from)
+}
+
+/// The embedder an index needs: the one its metadata names, else `choice`.
+fn embedder_for(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<Arc<dyn TextEmbedder>> {
+    let named = AudioIndex::read_meta(dir)?.map(|m| m.text_embedder);
+    let wanted = match named.as_deref() {
+        Some(MINILM_ID) => EmbedderChoice::Minilm,
+        Some(id) if id.starts_with(HASHING_ID) => EmbedderChoice::Hashing,
+        Some(other) => {
+            bail!("index {} was built with an unknown embedder {other:?}", dir.display())
+        }
+        None => choice,
+    };
+    Ok(match wanted {
+        EmbedderChoice::Minilm => {
+            let model = minilm_dir();
+            let loaded = MiniLm::load(&model, Device::Cpu).with_context(|| {
+                format!(
+                    "loading the MiniLM text embedder from {} (run scripts/minilm.sh, or set \
+                     VOXLOOP_MINILM_DIR)",
+                    model.display()
+                )
+            })?;
+            Arc::new(loaded)
+        }
+        EmbedderChoice::Hashing => {
+            let dim = named
+                .as_deref()
+                .and_then(|id| id.strip_prefix(HASHING_ID)?.strip_prefix('-')?.parse().ok())
+                .unwrap_or(HASHING_DIM);
+            Arc::new(HashingEmbedder::new(dim)?)
+        }
+    })
+}
+
+fn open(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<AudioIndex> {
+    let embedder = embedder_for(dir, choice)?;
+    Ok(AudioIndex::open(dir, embedder, IndexOptions::default())?)
+}
+
+/// Runs `voxloop index …`.
+pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
+    let dir = index_dir(config, &args.location);
+    match args.command {
+        IndexCommand::Add { path, kind, embedder, batch, json } => {
+            let default_kind: ItemKind = kind.parse()?;
+            if !path.exists() {
+                bail!("{}: no such file or folder", path.display());
+            }
+            let index = open(&dir, embedder)?;
+            if let Some(n) = std::env::var("VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                index.abort_after_vector_writes(Some(n));
+            }
+            let options =
+                IngestOptions { batch_size: batch.max(1), default_kind, ..Default::default() };
+            let mut reporter = ProgressReporter::new();
+            let report =
+                ingest(&index, &Source::from_path(&path), &options, &mut |p| reporter.update(p))?;
+            reporter.finish();
+            index.optimize()?;
+            for bad in &report.failed {
+                eprintln!("skipped {}: {}", bad.path, bad.reason);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} entries: {} added, {} updated, {} unchanged, {} skipped",
+                    report.total,
+                    report.items.added,
+                    report.items.updated,
+                    report.items.unchanged,
+                    report.failed.len()
+                );
+            }
+            Ok(())
+        }
+        IndexCommand::Rm { ids } => {
+            let ids = ids.iter().map(|s| s.parse::<ItemId>()).collect::<Result<Vec<_>, _>>()?;
+            let index = open(&dir, EmbedderChoice::Minilm)?;
+            let removed = index.remove(&ids)?;
+            println!("removed {removed} of {} item(s)", ids.len());
+            Ok(())
+        }
+        IndexCommand::Stats { audit, json } => {
+            if AudioIndex::read_meta(&dir)?.is_none() {
+                bail!("no index in {} (create one with `voxloop index add`)", dir.display());
+            }
+            let index = open(&dir, EmbedderChoice::Minilm)?;
+            let stats = index.stats()?;
+            let audit = if audit { Some(index.audit()?) } else { None };
+            if json {
+                let value = serde_json::json!({ "stats": stats, "audit": audit });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(());
+            }
+            println!("index {}", dir.display());
+            println!("items: {} ({} vectors, {})", stats.items, stats.vector_points, stats.backend);
+            println!("text embedder: {}", stats.text_embedder);
+            for (field, values) in &stats.values {
+                if !values.is_empty() {
+                    let list: Vec<String> =
+                        values.iter().map(|(v, n)| format!("{v} {n}")).collect();
+                    println!("{field}: {}", list.join(", "));
+                }
+            }
+            if let Some(a) = audit {
+                println!(
+                    "audit: {} — {} docs, {} vectors, {} orphan vectors, {} missing vectors, {} \
+                     duplicate docs",
+                    if a.is_consistent() { "consistent" } else { "INCONSISTENT" },
+                    a.text_docs,
+                    a.vector_points,
+                    a.orphan_vectors.len(),
+                    a.missing_vectors.len(),
+                    a.duplicate_docs.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs `voxloop search …`.
+pub fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
+    let dir = index_dir(config, &args.location);
+    if AudioIndex::read_meta(&dir)?.is_none() {
+        bail!("no index in {} (create one with `voxloop index add`)", dir.display());
+    }
+    let filter = ItemFilter {
+        kind: args.kind.as_deref().map(str::parse::<ItemKind>).transpose()?,
+        gender: args.gender.as_deref().map(str::parse::<Gender>).transpose()?,
+        age: args.age.as_deref().map(str::parse::<AgeBand>).transpose()?,
+        language: args.language,
+        style: args.style,
+        min_duration_s: args.min_seconds,
+        max_duration_s: args.max_seconds,
+        ..Default::default()
+    };
+    let index = open(&dir, EmbedderChoice::Minilm)?;
+    let hits = match (&args.text, &args.like) {
+        (_, Some(like)) => {
+            let example = match like.parse::<ItemId>() {
+                Ok(id) => Example::Item(id),
+                Err(_) => {
+                    let audio =
+                        voxloop_core::audio::decode_audio(Path::new(like), &Default::default())?;
+                    Example::Audio { samples: audio.samples, sample_rate: audio.sample_rate }
+                }
+            };
+            index.similar(&example, args.k, &filter)?
+        }
+        (Some(text), None) => {
+            let request = SearchRequest::new(text.clone(), args.k)
+                .with_filter(filter)
+                .with_retriever(args.mode.parse::<Retriever>()?);
+            index.search(&request)?
+        }
+        (None, None) => bail!("give a description to search for, or --like ID|FILE"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        println!("no matches");
+    }
+    for (i, hit) in hits.iter().enumerate() {
+        let item = &hit.item;
+        println!(
+            "{:>2}. {} [{}] {:.4}  {}\n    {:.1} s  {}\n    matched: {}",
+            i + 1,
+            item.id,
+            item.kind,
+            hit.score,
+            item.description,
+            item.duration_s,
+            item.path.display(),
+            hit.reason
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal, one line per batch otherwise.
+struct ProgressReporter {
+    bar: Option<indicatif::ProgressBar>,
+    last_done: usize,
+}
+
+impl ProgressReporter {
+    fn new() -> Self {
+        Self { bar: None, last_done: usize::MAX }
+    }
+
+    fn update(&mut self, p: Progress) {
+        if std::io::stderr().is_terminal() {
+            let bar = self.bar.get_or_insert_with(|| {
+                let bar = indicatif::ProgressBar::new(p.total as u64);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} items ({per_sec}, eta {eta}) {msg}",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            });
+            bar.set_position(p.done as u64);
+            if p.failed > 0 {
+                bar.set_message(format!("{} skipped", p.failed));
+            }
+        } else if p.done != self.last_done {
+            eprintln!("indexed {}/{} ({} skipped)", p.done, p.total, p.failed);
+        }
+        self.last_done = p.done;
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! `voxloop index` / `voxloop search` as a user runs them, and the crash test: `index add` of
+//! 1000 small files is killed mid-way (once by an injected abort between a vector write and its
+//! text commit, once by SIGKILL at an arbitrary moment), then restarted and re-run; every item
+//! must end up present exactly once in both stores, with no orphan.
+//!
+//! Uses the model-free `hashing` embedder so it needs no downloaded model.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use voxloop_retrieval::index::IndexOptions;
+use voxloop_retrieval::{AudioIndex, HashingEmbedder, ItemId};
+
+const ITEMS: usize = 1000;
+
+fn voxloop(index_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env_remove("VOXLOOP_CONFIG")
+        .env_remove("VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES")
+        .env("VOXLOOP_INDEX_DIR", index_dir)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("voxloop runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A mono 16-bit PCM WAV of `samples` at 8 kHz.
+fn wav(samples: &[i16]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8000u32.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes()); // byte rate
+    out.extend_from_slice(&2u16.to_le_bytes()); // block align
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// `n` distinct 50-ms tones with a sidecar giving each its own description; returns the ids.
+fn library(dir: &Path, n: usize) -> BTreeSet<ItemId> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ids = BTreeSet::new();
+    let mut sidecar = String::new();
+    for i in 0..n {
+        let hz = 100.0 + i as f32;
+        let samples: Vec<i16> = (0..400)
+            .map(|t| ((2.0 * std::f32::consts::PI * hz * t as f32 / 8000.0).sin() * 8000.0) as i16)
+            .collect();
+        let bytes = wav(&samples);
+        ids.insert(ItemId::from_content(&bytes));
+        let name = format!("tone_{i:04}.wav");
+        std::fs::write(dir.join(&name), bytes).unwrap();
+        sidecar.push_str(&format!(
+            "{{\"path\":\"{name}\",\"description\":\"test tone number {i} at {hz} hertz\",\"tags\":[\"tone\",\"t{i}\"]}}\n"
+        ));
+    }
+    std::fs::write(dir.join("metadata.jsonl"), sidecar).unwrap();
+    assert_eq!(ids.len(), n, "the tones must have distinct contents");
+    ids
+}
+
+fn open(index_dir: &Path, repair: bool) -> AudioIndex {
+    let meta = AudioIndex::read_meta(index_dir).unwrap().expect("an index exists");
+    let dim = meta.text_dim;
+    AudioIndex::open(
+        index_dir,
+        Arc::new(HashingEmbedder::new(dim).unwrap()),
+        IndexOptions { repair },
+    )
+    .unwrap()
+}
+
+fn add(index_dir: &Path, lib: &Path, batch: usize) -> Command {
+    let mut cmd = voxloop(index_dir);
+    cmd.args(["index", "add", "--embedder", "hashing", "--batch", &batch.to_string()]).arg(lib);
+    cmd
+}
+
+/// After a restart and a complete re-run: every expected id once in both stores, nothing else.
+fn assert_complete(index_dir: &Path, expected: &BTreeSet<ItemId>) {
+    let index = open(index_dir, true);
+    let audit = index.audit().unwrap();
+    assert!(audit.is_consistent(), "{audit:?}");
+    assert_eq!(audit.text_docs, expected.len());
+    assert_eq!(audit.vector_points, expected.len());
+    let text_ids: BTreeSet<ItemId> = index.text().ids().unwrap().into_iter().collect();
+    let vector_ids: BTreeSet<ItemId> = index.vectors().ids().unwrap().into_iter().collect();
+    assert_eq!(&text_ids, expected);
+    assert_eq!(&vector_ids, expected);
+}
+
+#[test]
+fn injected_abort_between_vector_write_and_text_commit_is_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
+    let expected = library(&lib, ITEMS);
+
+    let out = run(add(&index_dir, &lib, 50).env("VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES", "3"));
+    assert!(!out.status.success(), "the injected abort must kill the run");
+    assert!(text(&out.stderr).contains("fault injection"), "{}", text(&out.stderr));
+
+    // Two batches committed; the third has vectors and no documents, and the marker is set.
+    {
+        let index = open(&index_dir, false);
+        let audit = index.audit().unwrap();
+        assert_eq!(audit.text_docs, 100, "{audit:?}");
+        assert_eq!(audit.orphan_vectors.len(), 50, "{audit:?}");
+        assert!(audit.missing_vectors.is_empty() && audit.write_pending);
+    }
+
+    let out = run(&mut add(&index_dir, &lib, 50));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("900 added") && stdout.contains("100 unchanged"), "{stdout}");
+    assert_complete(&index_dir, &expected);
+}
+
+#[test]
+fn kill_9_during_index_add_then_rerun_leaves_every_item_once_in_both_stores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
+    let expected = library(&lib, ITEMS);
+
+    let mut child =
+        add(&index_dir, &lib, 20).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut killed_at = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        // "indexed N/1000 (0 skipped)" after each committed batch.
+        let done = line
+            .strip_prefix("indexed ")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if done.is_some_and(|n| n >= 300) {
+            child.kill().unwrap(); // SIGKILL
+            killed_at = done;
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed_at.is_some(), "the run ended before it could be killed");
+    assert!(!status.success());
+
+    // Killed mid-way: part of the library is in, the rest is not; the audit may show orphans.
+    let before = {
+        let index = open(&index_dir, false);
+        index.audit().unwrap()
+    };
+    assert!(before.text_docs >= 300 && before.text_docs < ITEMS, "{before:?}");
+    assert!(before.duplicate_docs.is_empty() && before.missing_vectors.is_empty(), "{before:?}");
+
+    // Restart: opening repairs; re-running (in bigger batches, to be quick) completes.
+    let out = run(&mut add(&index_dir, &lib, 100));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{} unchanged", before.text_docs)),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_complete(&index_dir, &expected);
+
+    // The CLI's own audit agrees, and search finds a specific item.
+    let out = run(voxloop(&index_dir).args(["index", "stats", "--audit", "--json"]));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["stats"]["items"], ITEMS);
+    assert_eq!(stats["audit"]["orphan_vectors"].as_array().unwrap().len(), 0);
+    let out = run(voxloop(&index_dir).args(["search", "tone number 417", "-k", "1", "--json"]));
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(hits[0]["item"]["path"].as_str().unwrap().ends_with("tone_0417.wav"), "{hits}");
+}
+
+#[test]
+fn cli_reports_bad_files_bad_queries_and_removes_items() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
+    library(&lib, 3);
+    std::fs::write(lib.join("broken.wav"), b"RIFF\x04\x00\x00\x00WAVE").unwrap();
+    let out = run(&mut add(&index_dir, &lib, 64));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("skipped") && stderr.contains("broken.wav"), "{stderr}");
+    assert!(text(&out.stdout).contains("3 added") && text(&out.stdout).contains("1 skipped"));
+
+    for (args, needle) in [
+        (vec!["search", "  "], "empty query"),
+        (vec!["search", "tone", "-k", "0"], "k = 0"),
+        (vec!["search", "tone", "-k", "5000"], "between 1 and 1000"),
+        (vec!["search", "tone", "--kind", "voice"], "expected timbre, sound"),
+        (vec!["search", "tone", "--language", "xx"], "unknown language"),
+    ] {
+        let out = run(voxloop(&index_dir).args(&args));
+        assert!(!out.status.success(), "{args:?}");
+        assert!(text(&out.stderr).contains(needle), "{args:?}: {}", text(&out.stderr));
+    }
+
+    let out = run(voxloop(&index_dir).args(["search", "tone number 1", "-k", "1", "--json"]));
+    let hits: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = hits[0]["item"]["id"].as_str().unwrap().to_string();
+    assert!(hits[0]["reason"]["bm25"]["rank"].is_number(), "{hits}");
+    let out = run(voxloop(&index_dir).args(["index", "rm", &id]));
+    assert!(text(&out.stdout).contains("removed 1 of 1"), "{}", text(&out.stdout));
+    let out = run(voxloop(&index_dir).args(["index", "stats"]));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("items: 2 (2 vectors, qdrant-edge)"), "{stdout}");
+    let out = run(voxloop(&index_dir).args(["index", "rm", "not-an-id"]));
+    assert!(text(&out.stderr).contains("invalid item id"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,353 @@
+//! The flow-matching estimator: upstream's `DiT` ("DiT-v5").
+//!
+//! Input channels are `[x; mu; speaker; cond]` (4 × 80), projected to `hidden_size`; each
+//! `DiTBlock` applies adaLN-Zero-modulated self-attention (QK LayerNorm), a causal conv block
+//! (conv k=3 → LayerNorm → Mish → conv k=3) and a tanh-GELU MLP, all three gated by the
+//! timestep embedding; the final layer modulates and projects back to 80 mel bins.
+//!
+//! Streaming ([`Dit::forward_chunk`]) keeps, per block, the two causal convs' last two input
+//! frames (`[b, 2·hidden, 2]`) and the attention keys/values `[b, heads, t, 2·head_dim]`.
+//! As upstream, the new frames' keys/values are put *before* the cached ones.
+
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::StateDict;
+use crate::config::DitConfig;
+use crate::nn::{join, Conv1d, ConvSpec, LayerNorm, Linear};
+use crate::Result;
+
+/// Width of the sinusoidal timestep features.
+const FREQ_DIM: i64 = 256;
+
+/// `TimestepEmbedder`: sinusoidal features of `1000·t`, then Linear → SiLU → Linear.
+#[derive(Debug)]
+struct TimestepEmbedder {
+    l1: Linear,
+    l2: Linear,
+}
+
+impl TimestepEmbedder {
+    fn forward(&self, t: &Tensor) -> Result<Tensor> {
+        let half = FREQ_DIM / 2;
+        let freqs = Tensor::f_arange(half, (Kind::Int64, t.device()))?
+            .f_mul_scalar(-(10000f64.ln()))?
+            .f_div_scalar(half as f64)?
+            .f_exp()?
+            .f_to_kind(t.kind())?;
+        let args = t.f_mul_scalar(1000)?.f_unsqueeze(1)?.f_mul(&freqs.f_unsqueeze(0)?)?;
+        let features = Tensor::f_cat(&[args.f_cos()?, args.f_sin()?], -1)?;
+        self.l2.forward(&self.l1.forward(&features)?.f_silu()?)
+    }
+}
+
+/// Multi-head self-attention with LayerNorm on queries and keys.
+#[derive(Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    q_norm: LayerNorm,
+    k_norm: LayerNorm,
+    proj: Linear,
+    heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn load(sd: &mut StateDict, prefix: &str, c: &DitConfig) -> Result<Self> {
+        let (dim, inner) = (c.hidden_size, c.num_heads * c.head_dim);
+        let p = |n: &str| join(prefix, n);
+        Ok(Self {
+            q: Linear::load(sd, &p("to_q"), dim, inner, true)?,
+            k: Linear::load(sd, &p("to_k"), dim, inner, true)?,
+            v: Linear::load(sd, &p("to_v"), dim, inner, true)?,
+            q_norm: LayerNorm::load(sd, &p("q_norm"), c.head_dim, 1e-5)?,
+            k_norm: LayerNorm::load(sd, &p("k_norm"), c.head_dim, 1e-5)?,
+            proj: Linear::load(sd, &p("proj"), inner, dim, true)?,
+            heads: c.num_heads,
+            head_dim: c.head_dim,
+        })
+    }
+
+    fn heads(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.size();
+        Ok(x.f_reshape([s[0], s[1], self.heads, s[2] / self.heads])?.f_transpose(1, 2)?)
+    }
+
+    /// `x` `[b, t, c]`; `mask` `[b, 1, 1, t]` (bool) or none; `cache` `[b, h, t', 2·hd]`.
+    /// Returns the output and the new cache (new keys/values first, as upstream).
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let s = x.size();
+        let q = self.q_norm.forward(&self.heads(&self.q.forward(x)?)?)?;
+        let mut k = self.k_norm.forward(&self.heads(&self.k.forward(x)?)?)?;
+        let mut v = self.heads(&self.v.forward(x)?)?;
+        if let Some(cache) = cache {
+            let kv = cache.f_split(self.head_dim, 3)?;
+            k = Tensor::f_cat(&[&k, &kv[0]], 2)?;
+            v = Tensor::f_cat(&[&v, &kv[1]], 2)?;
+        }
+        let new_cache = Tensor::f_cat(&[&k, &v], 3)?;
+        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false)?;
+        let y = y.f_transpose(1, 2)?.f_reshape([s[0], s[1], -1])?;
+        Ok((self.proj.forward(&y)?, new_cache))
+    }
+}
+
+/// A conv of width 3 padded with the previous two frames (zeros at the start).
+#[derive(Debug)]
+struct CausalConv {
+    conv: Conv1d,
+    channels: i64,
+}
+
+impl CausalConv {
+    /// `x` `[b, c, t]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(&x.f_constant_pad_nd([2, 0])?)
+    }
+
+    fn forward_chunk(&self, x: &Tensor, cache: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let cache = match cache {
+            Some(c) => c.shallow_clone(),
+            None => Tensor::f_zeros([x.size()[0], self.channels, 2], (x.kind(), x.device()))?,
+        };
+        let x = Tensor::f_cat(&[&cache, x], 2)?;
+        let n = x.size()[2];
+        let new_cache = x.f_narrow(2, n - 2, 2)?;
+        Ok((self.conv.forward(&x)?, new_cache))
+    }
+}
+
+/// `CausalConvBlock`: conv → LayerNorm → Mish → conv, on `[b, t, c]`.
+#[derive(Debug)]
+struct ConvBlock {
+    conv1: CausalConv,
+    norm: LayerNorm,
+    conv2: CausalConv,
+    channels: i64,
+}
+
+impl ConvBlock {
+    fn load(sd: &mut StateDict, prefix: &str, c: i64) -> Result<Self> {
+        let conv = |sd: &mut StateDict, i: usize| -> Result<CausalConv> {
+            let conv = Conv1d::load(
+                sd,
+                &join(prefix, &format!("block.{i}")),
+                ConvSpec::new(c, c, 3),
+                false,
+            )?;
+            Ok(CausalConv { conv, channels: c })
+        };
+        Ok(Self {
+            conv1: conv(sd, 1)?,
+            norm: LayerNorm::load(sd, &join(prefix, "block.3"), c, 1e-5)?,
+            conv2: conv(sd, 6)?,
+            channels: c,
+        })
+    }
+
+    /// With `cache` = `Some(..)` (streaming, possibly an empty first cache) the convs run in
+    /// chunk mode and the new `[b, 2c, 2]` cache is returned.
+    fn forward(
+        &self,
+        x: &Tensor,
+        chunk: Option<Option<&Tensor>>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let y = x.f_transpose(1, 2)?;
+        match chunk {
+            None => {
+                let y = self.conv1.forward(&y)?.f_transpose(1, 2)?;
+                let y = self.norm.forward(&y)?.f_mish()?.f_transpose(1, 2)?;
+                Ok((self.conv2.forward(&y)?.f_transpose(1, 2)?, None))
+            }
+            Some(cache) => {
+                let (c1, c2) = match cache {
+                    Some(c) => {
+                        let parts = c.f_split_with_sizes([self.channels, self.channels], 1)?;
+                        (Some(parts[0].shallow_clone()), Some(parts[1].shallow_clone()))
+                    }
+                    None => (None, None),
+                };
+                let (y, n1) = self.conv1.forward_chunk(&y, c1.as_ref())?;
+                let y = self.norm.forward(&y.f_transpose(1, 2)?)?.f_mish()?.f_transpose(1, 2)?;
+                let (y, n2) = self.conv2.forward_chunk(&y, c2.as_ref())?;
+                Ok((y.f_transpose(1, 2)?, Some(Tensor::f_cat(&[n1, n2], 1)?)))
+            }
+        }
+    }
+}
+
+/// `x · (1 + scale) + shift`.
+fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    Ok(x.f_mul(&scale.f_add_scalar(1)?)?.f_add(shift)?)
+}
+
+/// One `DiTBlock`.
+#[derive(Debug)]
+struct Block {
+    norm: LayerNorm,
+    attn: Attention,
+    fc1: Linear,
+    fc2: Linear,
+    conv: ConvBlock,
+    ada: Linear,
+}
+
+/// Per-block streaming caches.
+#[derive(Debug)]
+pub struct BlockCache {
+    /// `[b, 2·hidden, 2]`.
+    pub cnn: Tensor,
+    /// `[b, heads, t, 2·head_dim]`.
+    pub att: Tensor,
+}
+
+impl Block {
+    fn load(sd: &mut StateDict, prefix: &str, c: &DitConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let mlp = (h as f64 * c.mlp_ratio) as i64;
+        let p = |n: &str| join(prefix, n);
+        Ok(Self {
+            norm: LayerNorm::plain(h, 1e-6),
+            attn: Attention::load(sd, &p("attn"), c)?,
+            fc1: Linear::load(sd, &p("mlp.fc1"), h, mlp, true)?,
+            fc2: Linear::load(sd, &p("mlp.fc2"), mlp, h, true)?,
+            conv: ConvBlock::load(sd, &p("conv"), h)?,
+            ada: Linear::load(sd, &p("adaLN_modulation.1"), h, 9 * h, true)?,
+        })
+    }
+
+    /// `chunk`: `None` offline; `Some(cache)` streaming (cache `None` on the first chunk).
+    fn forward(
+        &self,
+        x: &Tensor,
+        c: &Tensor,
+        mask: Option<&Tensor>,
+        chunk: Option<Option<&BlockCache>>,
+    ) -> Result<(Tensor, Option<BlockCache>)> {
+        let m = self.ada.forward(&c.f_silu()?)?.f_chunk(9, -1)?;
+        let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
+        let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
+        let (shift_conv, scale_conv, gate_conv) = (&m[6], &m[7], &m[8]);
+
+        let h = modulate(&self.norm.forward(x)?, shift_msa, scale_msa)?;
+        let (att, new_att) = self.attn.forward(&h, mask, chunk.flatten().map(|c| &c.att))?;
+        let x = x.f_add(&gate_msa.f_mul(&att)?)?;
+
+        let h = modulate(&self.norm.forward(&x)?, shift_conv, scale_conv)?;
+        let (conv, new_cnn) = self.conv.forward(&h, chunk.map(|c| c.map(|c| &c.cnn)))?;
+        let x = x.f_add(&gate_conv.f_mul(&conv)?)?;
+
+        let h = modulate(&self.norm.forward(&x)?, shift_mlp, scale_mlp)?;
+        let mlp = self.fc2.forward(&self.fc1.forward(&h)?.f_gelu("tanh")?)?;
+        let x = x.f_add(&gate_mlp.f_mul(&mlp)?)?;
+        let cache = new_cnn.map(|cnn| BlockCache { cnn, att: new_att });
+        Ok((x, cache))
+    }
+}
+
+/// The DiT estimator.
+#[derive(Debug)]
+pub struct Dit {
+    t_embedder: TimestepEmbedder,
+    in_proj: Linear,
+    blocks: Vec<Block>,
+    final_ada: Linear,
+    final_norm: LayerNorm,
+    final_linear: Linear,
+}
+
+impl Dit {
+    pub(crate) fn load(sd: &mut StateDict, prefix: &str, c: &DitConfig) -> Result<Self> {
+        let h = c.hidden_size;
+        let p = |n: &str| join(prefix, n);
+        let blocks = (0..c.depth)
+            .map(|i| Block::load(sd, &p(&format!("blocks.{i}")), c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            t_embedder: TimestepEmbedder {
+                l1: Linear::load(sd, &p("t_embedder.mlp.0"), FREQ_DIM, h, true)?,
+                l2: Linear::load(sd, &p("t_embedder.mlp.2"), h, h, true)?,
+            },
+            in_proj: Linear::load(sd, &p("in_proj"), c.in_channels, h, true)?,
+            blocks,
+            final_ada: Linear::load(sd, &p("final_layer.adaLN_modulation.1"), h, 2 * h, true)?,
+            final_norm: LayerNorm::plain(h, 1e-6),
+            final_linear: Linear::load(sd, &p("final_layer.linear"), h, c.out_channels, true)?,
+        })
+    }
+
+    /// Number of blocks.
+    pub fn depth(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// `[x; mu; spks (repeated over time); cond]` → `[b, t, 4·80]` after in_proj, plus the
+    /// timestep embedding `[b, 1, hidden]`.
+    fn prepare(
+        &self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let temb = self.t_embedder.forward(t)?.f_unsqueeze(1)?;
+        let frames = x.size()[2];
+        let spks = spks.f_unsqueeze(2)?.f_expand([-1, -1, frames], false)?;
+        let h = Tensor::f_cat(&[x, mu, &spks, cond], 1)?.f_transpose(1, 2)?;
+        Ok((self.in_proj.forward(&h)?, temb))
+    }
+
+    fn finish(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
+        let m = self.final_ada.forward(&temb.f_silu()?)?.f_chunk(2, -1)?;
+        let x = modulate(&self.final_norm.forward(x)?, &m[0], &m[1])?;
+        Ok(self.final_linear.forward(&x)?.f_transpose(1, 2)?)
+    }
+
+    /// Offline velocity: `x`, `mu`, `cond` `[b, 80, t]`, `mask` `[b, 1, t]`, `t` `[b]`,
+    /// `spks` `[b, 80]` → `[b, 80, t]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        mu: &Tensor,
+        t: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+    ) -> Result<Tensor> {
+        let (mut h, temb) = self.prepare(x, mu, t, spks, cond)?;
+        let attn_mask = mask.f_to_kind(Kind::Bool)?.f_unsqueeze(1)?;
+        for block in &self.blocks {
+            h = block.forward(&h, &temb, Some(&attn_mask), None)?.0;
+        }
+        self.finish(&h, &temb)
+    }
+
+    /// Streaming velocity with per-block caches (`None` on the first chunk).
+    pub fn forward_chunk(
+        &self,
+        x: &Tensor,
+        mu: &Tensor,
+        t: &Tensor,
+        spks: &Tensor,
+        cond: &Tensor,
+        cache: Option<&[BlockCache]>,
+    ) -> Result<(Tensor, Vec<BlockCache>)> {
+        let (mut h, temb) = self.prepare(x, mu, t, spks, cond)?;
+        let mut new_cache = Vec::with_capacity(self.blocks.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let (y, c) = block.forward(&h, &temb, None, Some(cache.and_then(|c| c.get(i))))?;
+            h = y;
+            if let Some(c) = c {
+                new_cache.push(c);
+            }
+        }
+        Ok((self.finish(&h, &temb)?, new_cache))
+    }
+}
