@@ -12,14 +12,16 @@
 //! history length N:
 //!
 //! - **step level**, on the model directly: the cache holds N history ids; the next prompt is
-//!   what a tool result adds (`<|EOT|>`, an `input` turn with a 300-byte search result and the
+//!   what a tool result adds (`<|EOT|>`, an `input` turn with a 316-byte search result and the
 //!   upstream summary instruction, the speech generation prompt). *Extension* prefills that on
 //!   top of the cache; *re-prefill* clears the cache and prefills history + prompt. The figure
 //!   is `generate`'s time to the first sampled token. Median of `--repeats` after a warm-up.
 //! - **agent level** (extension only): a real turn whose human text makes the history about N
-//!   ids; a scripted mask makes step 1 call a tool, and the time runs from the
-//!   `ToolCallFinished` event (the result is available) to the first sampling of step 2 on the
-//!   inference thread: tokenizing the result, the channel hops and the prefill included.
+//!   ids; a scripted mask makes step 1 call the search tool (its result gets the summary
+//!   instruction, so the prompt is the one above, always at its natural size), and the time
+//!   runs from the moment the tool's answer is ready (inside the tool) to the first sampling
+//!   of step 2 on the inference thread: the registry's span, the event, the history update,
+//!   tokenizing the result, the hop to the inference thread and the prefill included.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke run of a few
 //! seconds on the tiny fixture checkpoint with short histories.
@@ -50,7 +52,7 @@ use voxloop_core::DeviceSpec;
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-/// A search result of the size of upstream's example (`assets/search_result.txt`, 305 bytes).
+/// A search result about the size of upstream's example (`assets/search_result.txt`, 305 bytes).
 const RESULT: &str = "Market flash: at 09:30 the composite index opened 3.64 points lower, down \
     0.1%, at 3796.71; the component index fell 40.8 points (0.33%) to 12254.27; the growth \
     board opened 0.53% lower at 2691.40. Turnover in the first five minutes was 41.2 billion, \
@@ -288,13 +290,18 @@ fn step_level(
         }
     }
     StepModel::clear(model);
+    if std::env::var_os("VOXLOOP_BENCH_VERBOSE").is_some() {
+        eprintln!("history {n}: extension {ext:?}, re-prefill {full:?}");
+    }
     Ok((median(ext), median(full)))
 }
 
 // ----- agent level -----
 
-/// A tool that answers with the search result.
-struct Search;
+/// A tool that answers with the search result and notes when its answer was ready.
+struct Search {
+    ready: Arc<Mutex<Option<Instant>>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("never")]
@@ -312,7 +319,11 @@ impl Tool for Search {
     }
 
     async fn call(&self, _: NoArgs) -> Result<String, Never> {
-        Ok(RESULT.to_owned())
+        let result = RESULT.to_owned();
+        if let Ok(mut ready) = self.ready.lock() {
+            *ready = Some(Instant::now());
+        }
+        Ok(result)
     }
 }
 
@@ -361,9 +372,11 @@ impl ConstraintFactory for Scripted {
 /// Tool result → first sampling of the next step through the agent, with a history of about
 /// `n` ids; returns the median and the ids in the cache when the result arrived.
 async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duration, usize)> {
+    let ready = Arc::new(Mutex::new(None));
     let mut tools = ToolRegistry::new();
-    tools.register(Search)?;
-    let agent = Agent::load(dir, DeviceSpec::Cpu, tools, AgentConfig::default())?;
+    tools.register(Search { ready: Arc::clone(&ready) })?;
+    let config = AgentConfig::default().summarise_results_of(Search::NAME);
+    let agent = Agent::load(dir, DeviceSpec::Cpu, tools, config)?;
     let tok = agent.tokenizer();
     let special = *tok.special();
     let mut call = vec![special.tts_end, special.tool_call_start];
@@ -401,19 +414,15 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duratio
         settings.sampling.max_new_tokens = 64;
         let mut session = Session::new(settings);
         let mut stream = agent.run_turn(&mut session, TurnInput::text(text.clone()));
-        let mut result_at = None;
         while let Some(event) = stream.next().await {
-            match event {
-                AgentEvent::ToolCallFinished { .. } => result_at = Some(Instant::now()),
-                AgentEvent::Usage { step: 1, usage } => {
-                    history = usage.input_tokens + usage.output_tokens
-                }
-                _ => {}
+            if let AgentEvent::Usage { step: 1, usage } = event {
+                history = usage.input_tokens + usage.output_tokens;
             }
         }
         drop(stream);
+        let start = ready.lock().map_err(|_| "poisoned")?.take();
         let end = *first_sample.lock().map_err(|_| "poisoned")?;
-        let (Some(start), Some(end)) = (result_at, end) else {
+        let (Some(start), Some(end)) = (start, end) else {
             return Err("the scripted turn did not reach its second step".into());
         };
         if run > 0 {
