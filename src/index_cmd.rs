@@ -184,6 +184,21 @@ fn open(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<AudioIndex> {
     Ok(AudioIndex::open(dir, embedder, IndexOptions::default())?)
 }
 
+/// The index in the data dir, for the service: `None` when there is none yet (the service
+/// runs without search), an error when it exists but cannot be opened (locked by another
+/// process, or its embedder is missing).
+pub fn open_existing(config: &Config) -> anyhow::Result<Option<AudioIndex>> {
+    let dir = config.paths.data_dir.join("index");
+    if AudioIndex::read_meta(&dir)?.is_none() {
+        tracing::info!(dir = %dir.display(), "no audio index; /v1/audio/search answers 503");
+        return Ok(None);
+    }
+    let index = open(&dir, EmbedderChoice::Minilm)
+        .with_context(|| format!("opening the audio index in {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), items = index.text().num_docs(), "audio index open");
+    Ok(Some(index))
+}
+
 /// Runs `voxloop index …`.
 pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
     let dir = index_dir(config, &args.location);

@@ -1,5 +1,6 @@
 //! The `voxloop` command: the service and its tools.
 
+mod audio_api;
 mod config;
 mod generate_cmd;
 mod index_cmd;
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP service (health at /healthz). Stops cleanly on Ctrl-C or SIGTERM.
+    /// Run the HTTP service: /healthz, and /v1/audio/search over the audio index in the data
+    /// dir when there is one. Stops cleanly on Ctrl-C or SIGTERM.
     Serve {
         /// Address to listen on; overrides the file and VOXLOOP_ADDR.
         #[arg(long)]
@@ -124,6 +126,8 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 fn run_serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log.filter)?;
+    // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
+    let index = index_cmd::open_existing(&config)?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = server::bind(config.server.addr).await?;
@@ -134,7 +138,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        server::serve(listener, &config).await
+        server::serve(listener, &config, index).await
     })?;
     tracing::info!("stopped");
     Ok(())

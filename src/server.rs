@@ -1,12 +1,15 @@
 //! The HTTP service: routes, listening, graceful shutdown.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use voxloop_retrieval::AudioIndex;
 
+use crate::audio_api;
 use crate::config::Config;
 
 /// What `/healthz` answers.
@@ -16,16 +19,22 @@ pub struct Health {
     pub version: &'static str,
     /// Whether a speech LLM checkpoint is configured.
     pub model_configured: bool,
+    /// Items in the audio index, if the service opened one.
+    pub audio_index_items: Option<u64>,
 }
 
-/// The router of the service.
-pub fn router(config: &Config) -> Router {
+/// The router of the service: `/healthz` and `/v1/audio/search` (see [`audio_api`]).
+pub fn router(config: &Config, index: Option<Arc<AudioIndex>>) -> Router {
     let health = Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         model_configured: config.model.dir.is_some(),
+        audio_index_items: index.as_ref().map(|i| i.text().num_docs()),
     };
-    Router::new().route("/healthz", get(move || async move { Json(health) }))
+    Router::new()
+        .route("/healthz", get(move || async move { Json(health) }))
+        .route("/v1/audio/search", get(audio_api::search))
+        .with_state(index)
 }
 
 /// Binds the listener, turning "address in use" and friends into one clear sentence.
@@ -43,31 +52,26 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
-pub async fn serve(listener: TcpListener, config: &Config) -> anyhow::Result<()> {
-    axum::serve(listener, router(config)).with_graceful_shutdown(shutdown_signal()).await?;
+///
+/// The signal handlers are installed here, before the first request is accepted: a handler
+/// installed lazily (when the shutdown future is first polled, on a task of its own) leaves a
+/// window in which a SIGTERM still kills the process the default way.
+pub async fn serve(
+    listener: TcpListener,
+    config: &Config,
+    index: Option<Arc<AudioIndex>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("Ctrl-C received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+    };
+    axum::serve(listener, router(config, index)).with_graceful_shutdown(shutdown).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
 }

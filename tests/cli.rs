@@ -2,10 +2,12 @@
 //! shutdown. Every run removes LD_LIBRARY_PATH, so these tests also prove the libtorch rpath.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output};
+
+use support::{http_get, signal, wait_exit};
 
 fn voxloop() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
@@ -80,54 +82,8 @@ fn port_in_use_is_a_clear_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Starts `voxloop serve` on a free port and returns the child and the address it logged.
 fn start_server() -> (Child, SocketAddr) {
-    let mut child = voxloop()
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
-        let rest = line.split("addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-    });
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    match addr {
-        Some(addr) => (child, addr),
-        None => {
-            child.kill().ok();
-            let status = child.wait();
-            panic!("server exited without logging its address: {status:?}");
-        }
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
-    assert!(status.unwrap().success());
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "server did not stop after the signal");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::start_server(voxloop())
 }
 
 #[test]

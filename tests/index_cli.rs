@@ -6,6 +6,8 @@
 //! Uses the model-free `hashing` embedder so it needs no downloaded model.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -226,4 +228,44 @@ fn cli_reports_bad_files_bad_queries_and_removes_items() {
     assert!(stdout.contains("items: 2 (2 vectors, qdrant-edge)"), "{stdout}");
     let out = run(voxloop(&index_dir).args(["index", "rm", "not-an-id"]));
     assert!(text(&out.stderr).contains("invalid item id"), "{}", text(&out.stderr));
+}
+
+/// `voxloop serve` opens the index of its data dir and answers `/v1/audio/search`.
+#[test]
+fn the_service_searches_the_index_of_its_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let lib = tmp.path().join("lib");
+    library(&lib, 20);
+    let out = run(&mut add(&data.join("index"), &lib, 8));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut serve = voxloop(&data.join("index"));
+    serve.env_remove("VOXLOOP_ADDR").env("VOXLOOP_DATA_DIR", &data);
+    let (mut child, addr) = support::start_server(serve);
+    let health = support::http_get(addr, "/healthz");
+    assert!(health.contains("\"audio_index_items\":20"), "{health}");
+
+    let found = support::http_get(addr, "/v1/audio/search?q=test+tone+number+7&k=3&mode=bm25");
+    assert!(found.starts_with("HTTP/1.1 200"), "{found}");
+    let body: serde_json::Value =
+        serde_json::from_str(found.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let hits = body["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(hits[0]["item"]["path"].as_str().unwrap().ends_with("tone_0007.wav"), "{body}");
+    assert_eq!(body["query"], "test tone number 7");
+
+    for (path, want) in [
+        ("/v1/audio/search?k=3", "missing query parameter q"),
+        ("/v1/audio/search?q=tone&k=0", "invalid k = 0"),
+        ("/v1/audio/search?q=tone&kind=music", "expected timbre, sound"),
+        ("/v1/audio/search?q=+", "empty query"),
+        ("/v1/audio/search?q=tone&k=ten", "k"),
+    ] {
+        let response = support::http_get(addr, path);
+        assert!(response.starts_with("HTTP/1.1 400"), "{path}: {response}");
+        assert!(response.contains(want), "{path}: {response}");
+    }
+    support::signal(&child, "INT");
+    assert_eq!(support::wait_exit(&mut child).code(), Some(0));
 }

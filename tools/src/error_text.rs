@@ -67,5 +67,18 @@ pub(crate) fn model_message(error: &Error) -> String {
         Error::Config { .. } | Error::Io { .. } | Error::Document { .. } | Error::Index { .. } => {
             "the tool is not set up correctly".to_owned()
         }
+        Error::Retrieval(e) => match e {
+            voxloop_retrieval::Error::EmptyQuery
+            | voxloop_retrieval::Error::InvalidLimit { .. }
+            | voxloop_retrieval::Error::UnknownFilterValue { .. } => e.to_string(),
+            _ => "the audio index failed".to_owned(),
+        },
+        Error::Voices(e) => match e {
+            voxloop_voices::Error::VoiceNotFound { query, .. } => {
+                format!("no voice in the library matches {query:?}")
+            }
+            voxloop_voices::Error::InvalidInput(message) => message.clone(),
+            _ => "the voice could not be changed".to_owned(),
+        },
     }
 }

@@ -8,6 +8,8 @@
 //! | `web_search` | `{"query": "…"}` | [`search`]: SearXNG, Brave, Tavily or the offline Tantivy index, plus optional page fetch ([`fetch`]) |
 //! | `get_date_time` | `{}` | [`datetime`] |
 //! | `get_weather` | `{"location": "…"}` | [`weather`]: Open-Meteo by default |
+//! | `audio_search` | `{"query": "…", "kind"?: "timbre" \| "sound", "limit"?: n}` | [`audio`]: the audio index |
+//! | `timbre_rag` | `{"query": "…"}` | [`audio`]: voice swap through `voxloop-voices` |
 //!
 //! Every tool is configured by one serde struct of [`config`] (the `[tools.*]` tables of
 //! the TOML file) and built with its `from_config` constructor;
@@ -23,6 +25,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod audio;
 pub mod config;
 pub mod datetime;
 mod error_text;
@@ -33,6 +36,7 @@ pub mod search;
 pub mod text;
 pub mod weather;
 
+pub use audio::{AudioSearch, AudioSearchArgs, TimbreArgs, TimbreRag};
 pub use config::{Language, ToolsConfig};
 pub use datetime::{DateTimeTool, SessionTimeZone};
 pub use fetch::{AddressPolicy, HostLookup, Page, PageFetcher};
@@ -118,6 +122,12 @@ pub enum Error {
         #[source]
         source: tantivy::TantivyError,
     },
+    /// The audio index failed or refused the query (`audio_search`, `timbre_rag`).
+    #[error("audio index: {0}")]
+    Retrieval(#[from] voxloop_retrieval::Error),
+    /// The voice library or swap failed (`timbre_rag`).
+    #[error("voices: {0}")]
+    Voices(#[from] voxloop_voices::Error),
     /// A blocking task (index build or search) panicked or was cancelled.
     #[error("{what}: background task failed: {detail}")]
     Background { what: &'static str, detail: String },

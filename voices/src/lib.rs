@@ -12,7 +12,13 @@
 //!   DiT estimator, 10 Euler steps on a cosine schedule, classifier-free guidance 0.7);
 //! - [`hift`]: the mel → waveform vocoder (`HiFTGenerator`: NSF source + iSTFTNet);
 //! - [`checkpoint`]: reading PyTorch `torch.save` state dicts and checking them tensor by tensor;
-//! - [`config`]: `flow.yaml` read as data and the HiFT hyper-parameters.
+//! - [`config`]: `flow.yaml` read as data and the HiFT hyper-parameters;
+//! - [`prompt`]: a voice's prompt recording (loaded and checked) and the prompt mel and CAM++
+//!   fbank computed from it as upstream's `Token2wav._prepare_prompt` does;
+//! - [`library`]: named profiles cached on disk, the default voices, their `timbre` items in
+//!   the audio index;
+//! - [`swap`]: the per-session current voice, voice swap by description, and the stream that
+//!   follows a swap at the next chunk boundary.
 //!
 //! Every fallible function returns [`Result`], whose error is [`Error`].
 
@@ -20,13 +26,18 @@ pub mod checkpoint;
 pub mod config;
 pub mod flow;
 pub mod hift;
+pub mod library;
 mod nn;
 pub mod noise;
 pub mod profile;
+pub mod prompt;
 pub mod speak;
+pub mod swap;
 pub mod token2wav;
 
+pub use library::{DefaultVoice, VoiceLibrary};
 pub use profile::VoiceProfile;
+pub use swap::{SessionVoice, SwapOutcome, VoiceStream, VoiceSwapper};
 pub use token2wav::{Token2Wav, Token2WavStream};
 
 use std::path::PathBuf;
@@ -68,6 +79,16 @@ pub enum Error {
     /// A call that breaks an API contract (wrong tensor shape, stream used after its end).
     #[error("{0}")]
     InvalidInput(String),
+    /// A prompt recording a voice profile cannot be built from: not decodable audio, silent,
+    /// too short or too long ([`prompt`] documents the limits).
+    #[error("prompt audio {input}: {message}")]
+    PromptAudio { input: String, message: String },
+    /// An error from the audio index (voice search, registering voices).
+    #[error(transparent)]
+    Retrieval(voxloop_retrieval::Error),
+    /// No voice of the library answers a voice-swap request.
+    #[error("no voice for {query:?}: {message}")]
+    VoiceNotFound { query: String, message: String },
 }
 
 /// `Result` with [`Error`].

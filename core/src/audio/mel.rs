@@ -40,17 +40,30 @@ pub const N_FREQS: usize = N_FFT / 2 + 1;
 /// stored as f32, then scaled by the f64 area norm and stored as f32 again).
 pub fn mel_filters() -> Vec<f32> {
     let sr = f64::from(super::SAMPLE_RATE);
-    let fft_freqs: Vec<f64> = linspace(0.0, sr / 2.0, N_FREQS);
-    let mel_points = linspace(hz_to_mel(0.0), hz_to_mel(sr / 2.0), N_MELS + 2);
+    // This librosa version spaced the FFT bins with linspace (newer ones use rfftfreq, which
+    // differs in the last bits; see `slaney_mel_filters`).
+    slaney_mel_filters(&linspace(0.0, sr / 2.0, N_FREQS), N_MELS, 0.0, sr / 2.0)
+}
+
+/// A Slaney-style mel filterbank (`librosa.filters.mel` with `htk=False`, `norm="slaney"`:
+/// each band scaled by 2 / its width in Hz) over the FFT bins at `fft_freqs` Hz, with `n_mels`
+/// bands from `fmin` to `fmax`; row-major `[n_mels][fft_freqs.len()]` f32.
+///
+/// Computed in f64 and rounded to f32 in the same two steps librosa takes (the triangle is
+/// stored as f32, then scaled by the f64 area norm and stored as f32 again). The bin
+/// frequencies are the caller's because librosa versions differ there: `linspace(0, sr / 2,
+/// n)` in older ones, `numpy.fft.rfftfreq(n_fft, 1 / sr)` in newer ones.
+pub fn slaney_mel_filters(fft_freqs: &[f64], n_mels: usize, fmin: f64, fmax: f64) -> Vec<f32> {
+    let mel_points = linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2);
     let mel_freqs: Vec<f64> = mel_points.into_iter().map(mel_to_hz).collect();
 
-    let mut weights = Vec::with_capacity(N_MELS * N_FREQS);
-    for m in 0..N_MELS {
+    let mut weights = Vec::with_capacity(n_mels * fft_freqs.len());
+    for m in 0..n_mels {
         let (left, centre, right) = (mel_freqs[m], mel_freqs[m + 1], mel_freqs[m + 2]);
         let rising_width = centre - left;
         let falling_width = right - centre;
         let area_norm = 2.0 / (right - left);
-        for &f in &fft_freqs {
+        for &f in fft_freqs {
             let lower = -(left - f) / rising_width;
             let upper = (right - f) / falling_width;
             let tri = 0.0f64.max(lower.min(upper)) as f32;

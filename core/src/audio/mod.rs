@@ -30,8 +30,10 @@ use crate::Result;
 pub use decode::{
     decode_audio, AudioInput, AudioLimits, DecodedAudio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
 };
-pub use mel::{log_mel_spectrogram, mel_filters, HOP, N_FFT, N_FREQS, N_MELS, RIGHT_PAD};
-pub use resample::resample_to_16k;
+pub use mel::{
+    log_mel_spectrogram, mel_filters, slaney_mel_filters, HOP, N_FFT, N_FREQS, N_MELS, RIGHT_PAD,
+};
+pub use resample::{resample, resample_to_16k};
 
 /// The model's input sample rate in Hz.
 pub const SAMPLE_RATE: u32 = 16_000;

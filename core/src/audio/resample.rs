@@ -1,4 +1,5 @@
-//! Band-limited resampling to 16 kHz, the same filter as upstream's.
+//! Band-limited resampling (to 16 kHz for the model, or between any two rates), the same filter
+//! as upstream's.
 //!
 //! StepFun's `load_audio` resamples with `torchaudio.transforms.Resample(orig, 16000)` at its
 //! defaults: a polyphase windowed-sinc filter, Hann window, 6 zero crossings, cut-off at 0.99 of
@@ -24,18 +25,28 @@ const ROLLOFF: f64 = 0.99;
 /// Resamples mono audio from `rate` Hz to 16 kHz. Returns the input unchanged when it is already
 /// at 16 kHz.
 pub fn resample_to_16k(samples: &[f32], rate: u32) -> Result<Vec<f32>> {
-    if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
-        return Err(Error::AudioSampleRate {
-            input: "resampler input".to_string(),
-            rate: u64::from(rate),
-            min: MIN_SAMPLE_RATE,
-            max: MAX_SAMPLE_RATE,
-        });
+    resample(samples, rate, SAMPLE_RATE)
+}
+
+/// Resamples mono audio from `from` Hz to `to` Hz (up or down) with the filter described in the
+/// module docs: `torchaudio.transforms.Resample(from, to)` at its defaults, output length
+/// `ceil(n * to / from)`. Returns the input unchanged when the rates are equal, as torchaudio
+/// does. Both rates must lie in [`MIN_SAMPLE_RATE`]`..=`[`MAX_SAMPLE_RATE`].
+pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    for (what, rate) in [("resampler input", from), ("resampler output", to)] {
+        if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
+            return Err(Error::AudioSampleRate {
+                input: what.to_string(),
+                rate: u64::from(rate),
+                min: MIN_SAMPLE_RATE,
+                max: MAX_SAMPLE_RATE,
+            });
+        }
     }
-    if rate == SAMPLE_RATE {
+    if from == to {
         return Ok(samples.to_vec());
     }
-    Ok(PolyphaseFilter::new(rate, SAMPLE_RATE).apply(samples))
+    Ok(PolyphaseFilter::new(from, to).apply(samples))
 }
 
 /// The output length torchaudio produces: `ceil(n * to / from)`.
@@ -156,6 +167,29 @@ mod tests {
     fn rejects_out_of_range_rates() {
         assert!(matches!(resample_to_16k(&[0.0], 0), Err(Error::AudioSampleRate { .. })));
         assert!(matches!(resample_to_16k(&[0.0], 1_000_000), Err(Error::AudioSampleRate { .. })));
+    }
+
+    #[test]
+    fn resamples_up_and_down_between_any_rates() {
+        assert!(matches!(resample(&[0.0], 16_000, 0), Err(Error::AudioSampleRate { .. })));
+        assert_eq!(resample(&[0.5, -0.5], 24_000, 24_000).unwrap(), [0.5, -0.5]);
+        // A constant far from the edges passes at ~unity gain both ways; lengths are ceil().
+        let dc = vec![0.25f32; 4_000];
+        for (from, to) in [(16_000, 24_000), (44_100, 24_000), (24_000, 16_000)] {
+            let out = resample(&dc, from, to).unwrap();
+            assert_eq!(out.len(), output_len(dc.len(), from, to), "{from} -> {to}");
+            let mid = out[out.len() / 2];
+            assert!((mid - 0.25).abs() < 0.005, "{from} -> {to}: {mid}");
+        }
+        // A 1 kHz tone keeps its frequency: 16 kHz -> 24 kHz gives 24 samples per period.
+        let tone: Vec<f32> =
+            (0..1_600).map(|i| (2.0 * std::f32::consts::PI * i as f32 / 16.0).sin()).collect();
+        let up = resample(&tone, 16_000, 24_000).unwrap();
+        assert_eq!(up.len(), 2_400);
+        for (i, &got) in up.iter().enumerate().take(1_800).skip(600) {
+            let want = (2.0 * std::f32::consts::PI * i as f32 / 24.0).sin();
+            assert!((got - want).abs() < 0.02, "sample {i}: {got} vs {want}");
+        }
     }
 
     #[test]
