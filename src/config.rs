@@ -24,6 +24,9 @@ pub struct Config {
     pub model: ModelConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The built-in tools (`[tools.web_search]`, `[tools.date_time]`, `[tools.weather]`): see
+    /// `voxloop_tools::config`.
+    pub tools: voxloop_tools::ToolsConfig,
 }
 
 /// `[server]`
@@ -184,6 +187,17 @@ mod tests {
         assert_eq!(config, Config::default());
         assert_eq!(config.server.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.paths.data_dir, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn tool_tables_are_read_and_checked() {
+        let text = "[tools.web_search]\nprovider = \"searxng\"\n[tools.date_time]\ntimezone = \"Asia/Shanghai\"\n";
+        let config = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.tools.date_time.timezone, "Asia/Shanghai");
+        let err = Config::from_toml("[tools.weather]\nretries = 3\n", Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tools.weather"), "{err}");
     }
 
     #[test]

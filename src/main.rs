@@ -126,6 +126,13 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 fn run_serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log.filter)?;
+    // The tools the configuration enables, checked now so that a bad `[tools]` table (an
+    // unknown time zone, a provider URL that does not parse) stops the start.
+    let mut tools = voxloop_core::tool::ToolRegistry::new();
+    voxloop_tools::register_builtin_tools(&mut tools, &config.tools)
+        .map_err(|e| anyhow::anyhow!("config [tools]: {e}"))?;
+    tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "built-in tools configured");
+    let tool_schemas = tools.tool_json_schemas()?;
     // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
     let index = index_cmd::open_existing(&config)?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Runtime::new()?;
@@ -138,7 +145,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        server::serve(listener, &config, index).await
+        server::serve(listener, &config, index, tool_schemas).await
     })?;
     tracing::info!("stopped");
     Ok(())

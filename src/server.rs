@@ -23,8 +23,9 @@ pub struct Health {
     pub audio_index_items: Option<u64>,
 }
 
-/// The router of the service: `/healthz` and `/v1/audio/search` (see [`audio_api`]).
-pub fn router(config: &Config, index: Option<Arc<AudioIndex>>) -> Router {
+/// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the configured
+/// built-in tools, as the model sees them) and `/v1/audio/search` (see [`audio_api`]).
+pub fn router(config: &Config, index: Option<Arc<AudioIndex>>, tool_schemas: String) -> Router {
     let health = Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
@@ -33,6 +34,12 @@ pub fn router(config: &Config, index: Option<Arc<AudioIndex>>) -> Router {
     };
     Router::new()
         .route("/healthz", get(move || async move { Json(health) }))
+        .route(
+            "/v1/tools",
+            get(move || async move {
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], tool_schemas)
+            }),
+        )
         .route("/v1/audio/search", get(audio_api::search))
         .with_state(index)
 }
@@ -60,6 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     config: &Config,
     index: Option<Arc<AudioIndex>>,
+    tool_schemas: String,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())
@@ -72,6 +80,8 @@ pub async fn serve(
             _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
     };
-    axum::serve(listener, router(config, index)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(config, index, tool_schemas))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

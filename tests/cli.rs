@@ -93,6 +93,11 @@ fn serves_healthz_and_stops_cleanly_on_sigint() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ok\""), "{response}");
     assert!(response.contains(env!("CARGO_PKG_VERSION")), "{response}");
+    let tools = http_get(addr, "/v1/tools");
+    assert!(tools.starts_with("HTTP/1.1 200"), "{tools}");
+    for name in ["web_search", "get_date_time", "get_weather"] {
+        assert!(tools.contains(&format!("\"{name}\"")), "{tools}");
+    }
     let missing = http_get(addr, "/nope");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     signal(&child, "INT");
