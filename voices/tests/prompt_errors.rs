@@ -58,6 +58,25 @@ fn a_good_prompt_loads() {
     // Channel 0 (220 Hz at 0.3) was kept: RMS 0.3/sqrt(2).
     let want = 20.0 * (0.3f64 / 2f64.sqrt()).log10();
     assert!((audio.rms_dbfs() - want).abs() < 0.05, "{}", audio.rms_dbfs());
+    // The 24 kHz (prompt mel) path is the channel mean, as upstream's `load(...).mean(0)`.
+    let channel = |c: u16| -> Vec<f32> {
+        let mut r = hound::WavReader::open(&path).unwrap();
+        let all: Vec<i16> = r.samples::<i16>().map(Result::unwrap).collect();
+        all.iter().skip(usize::from(c)).step_by(2).map(|&v| f32::from(v) / 32768.0).collect()
+    };
+    let (left, right) = (channel(0), channel(1));
+    let mean: Vec<f32> = left.iter().zip(&right).map(|(a, b)| (a + b) / 2.0).collect();
+    let resample = |x: &[f32]| voxloop_core::audio::resample(x, 22_050, 24_000).unwrap();
+    let max_diff =
+        |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert!(max_diff(audio.samples_24k(), &resample(&mean)) < 1e-6);
+    assert!(max_diff(audio.samples_24k(), &resample(&left)) > 0.05, "not channel 0 alone");
+    assert!(
+        max_diff(
+            audio.samples_16k(),
+            &voxloop_core::audio::resample(&left, 22_050, 16_000).unwrap()
+        ) < 1e-6
+    );
 }
 
 #[test]

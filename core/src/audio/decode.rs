@@ -103,14 +103,15 @@ impl AudioInput {
     }
 }
 
-/// Channel 0 of a decoded stream, at the stream's own sample rate.
+/// Channel 0 (or the channel mean, see [`ChannelMix`]) of a decoded stream, at the stream's
+/// own sample rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodedAudio {
     /// Samples of channel 0 in `[-1, 1]` (float sources may exceed it; they are not clipped).
     pub samples: Vec<f32>,
     /// Sample rate in Hz.
     pub sample_rate: u32,
-    /// How many channels the stream had (only channel 0 is kept).
+    /// How many channels the stream had (only channel 0, or their mean, is kept).
     pub channels: usize,
 }
 
@@ -121,9 +122,29 @@ impl DecodedAudio {
     }
 }
 
+/// Which samples of a multi-channel stream a decode keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelMix {
+    /// Channel 0 only (what the speech LLM's front end reads, as upstream's `load_audio`).
+    #[default]
+    First,
+    /// The mean of all channels, frame by frame (torchaudio's `load(...).mean(0)`, what
+    /// token2wav's prompt mel reads).
+    Mean,
+}
+
 /// Decodes a file or in-memory bytes into channel 0 at the native sample rate, enforcing
 /// `limits`. See the module docs for the policies.
 pub fn decode_audio(input: impl Into<AudioInput>, limits: &AudioLimits) -> Result<DecodedAudio> {
+    decode_audio_mixed(input, limits, ChannelMix::First)
+}
+
+/// [`decode_audio`], keeping the samples `mix` says (`DecodedAudio::samples` then holds them).
+pub fn decode_audio_mixed(
+    input: impl Into<AudioInput>,
+    limits: &AudioLimits,
+    mix: ChannelMix,
+) -> Result<DecodedAudio> {
     let input = input.into();
     let name = input.name();
     let hint_ext = match &input {
@@ -150,7 +171,7 @@ pub fn decode_audio(input: impl Into<AudioInput>, limits: &AudioLimits) -> Resul
     };
     check_signature(&name, &head)?;
 
-    let job = || decode_stream(&name, source, hint_ext.as_deref(), size, limits);
+    let job = || decode_stream(&name, source, hint_ext.as_deref(), size, limits, mix);
     match catch_unwind(AssertUnwindSafe(job)) {
         Ok(result) => result,
         Err(panic) => {
@@ -231,6 +252,7 @@ fn decode_stream(
     hint_ext: Option<&str>,
     size: u64,
     limits: &AudioLimits,
+    mix: ChannelMix,
 ) -> Result<DecodedAudio> {
     let unsupported = |reason: String| Error::AudioUnsupported { input: name.to_string(), reason };
     let corrupt = |decoded_frames: u64, err: &SymphoniaError| Error::AudioCorrupt {
@@ -318,7 +340,7 @@ fn decode_stream(
         if channels == 0 {
             return Err(unsupported("a stream with zero channels".to_string()));
         }
-        push_channel0(&decoded, &mut samples);
+        push_frames(&decoded, mix, &mut samples);
         frames = samples.len() as u64;
         if let Some(err) = rate.and_then(|r| too_long(name, frames, r, limits)) {
             return Err(err);
@@ -388,21 +410,40 @@ fn is_pcm(codec: CodecType) -> bool {
     PCM.contains(&codec)
 }
 
-fn push_channel0(decoded: &AudioBufferRef<'_>, out: &mut Vec<f32>) {
-    fn extend<S: Sample + IntoSample<f32>>(buf: &AudioBuffer<S>, out: &mut Vec<f32>) {
-        out.extend(buf.chan(0).iter().map(|&s| s.into_sample()));
+fn push_frames(decoded: &AudioBufferRef<'_>, mix: ChannelMix, out: &mut Vec<f32>) {
+    fn extend<S: Sample + IntoSample<f32>>(
+        buf: &AudioBuffer<S>,
+        mix: ChannelMix,
+        out: &mut Vec<f32>,
+    ) {
+        let channels = buf.spec().channels.count();
+        if mix == ChannelMix::First || channels == 1 {
+            out.extend(buf.chan(0).iter().map(|&s| s.into_sample()));
+            return;
+        }
+        // f32 sums in channel order, then one division: torch's mean over two channels.
+        let start = out.len();
+        out.extend(buf.chan(0).iter().map(|&s| -> f32 { s.into_sample() }));
+        for c in 1..channels {
+            for (acc, &s) in out[start..].iter_mut().zip(buf.chan(c)) {
+                *acc += IntoSample::<f32>::into_sample(s);
+            }
+        }
+        for acc in &mut out[start..] {
+            *acc /= channels as f32;
+        }
     }
     match decoded {
-        AudioBufferRef::U8(b) => extend(b, out),
-        AudioBufferRef::U16(b) => extend(b, out),
-        AudioBufferRef::U24(b) => extend(b, out),
-        AudioBufferRef::U32(b) => extend(b, out),
-        AudioBufferRef::S8(b) => extend(b, out),
-        AudioBufferRef::S16(b) => extend(b, out),
-        AudioBufferRef::S24(b) => extend(b, out),
-        AudioBufferRef::S32(b) => extend(b, out),
-        AudioBufferRef::F32(b) => extend(b, out),
-        AudioBufferRef::F64(b) => extend(b, out),
+        AudioBufferRef::U8(b) => extend(b, mix, out),
+        AudioBufferRef::U16(b) => extend(b, mix, out),
+        AudioBufferRef::U24(b) => extend(b, mix, out),
+        AudioBufferRef::U32(b) => extend(b, mix, out),
+        AudioBufferRef::S8(b) => extend(b, mix, out),
+        AudioBufferRef::S16(b) => extend(b, mix, out),
+        AudioBufferRef::S24(b) => extend(b, mix, out),
+        AudioBufferRef::S32(b) => extend(b, mix, out),
+        AudioBufferRef::F32(b) => extend(b, mix, out),
+        AudioBufferRef::F64(b) => extend(b, mix, out),
     }
 }
 

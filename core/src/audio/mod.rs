@@ -28,7 +28,8 @@ use tch::Tensor;
 use crate::Result;
 
 pub use decode::{
-    decode_audio, AudioInput, AudioLimits, DecodedAudio, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
+    decode_audio, decode_audio_mixed, AudioInput, AudioLimits, ChannelMix, DecodedAudio,
+    MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
 };
 pub use mel::{
     log_mel_spectrogram, mel_filters, slaney_mel_filters, HOP, N_FFT, N_FREQS, N_MELS, RIGHT_PAD,

@@ -43,11 +43,9 @@
 //!
 //! ## Channels
 //!
-//! voxloop-core's decoder returns channel 0 only (the Step-Audio 2 input policy), and both rates
-//! are derived from it. Upstream's 16 kHz path also keeps channel 0; its 24 kHz mel path takes
-//! the mean of the channels, so for a stereo prompt whose channels differ the prompt mel here
-//! follows the left channel rather than the downmix. Mono prompts (the official
-//! `default_female.wav`/`default_male.wav` and all fixtures) are unaffected.
+//! As upstream: the 16 kHz path (S3 tokens, CAM++) reads channel 0, the 24 kHz mel path the mean
+//! of the channels (a multi-channel file is decoded a second time with
+//! [`ChannelMix::Mean`](voxloop_core::audio::ChannelMix)). The checks run on channel 0.
 //! [`PromptAudio::channels`] reports how many channels the file had.
 
 mod fbank;
@@ -55,7 +53,10 @@ mod mel;
 
 use std::path::Path;
 
-use voxloop_core::audio::{decode_audio, resample, AudioLimits, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE};
+use voxloop_core::audio::{
+    decode_audio, decode_audio_mixed, resample, AudioLimits, ChannelMix, MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+};
 
 use crate::{Error, Result};
 
@@ -86,22 +87,37 @@ pub struct PromptAudio {
 }
 
 impl PromptAudio {
-    /// Decodes a prompt file (WAV, FLAC, MP3 or Ogg Vorbis), keeps channel 0, checks it (module
-    /// docs) and resamples it to 16 and 24 kHz. Errors name the file.
+    /// Decodes a prompt file (WAV, FLAC, MP3 or Ogg Vorbis), checks it (module docs) and
+    /// resamples channel 0 to 16 kHz and the channel mean to 24 kHz. Errors name the file.
     pub fn load(path: &Path) -> Result<Self> {
         let name = path.display().to_string();
         let limits = AudioLimits { max_seconds: MAX_PROMPT_SECONDS, ..AudioLimits::default() };
         let decoded = decode_audio(path, &limits).map_err(|e| decode_error(&name, e))?;
-        Self::build(&decoded.samples, decoded.sample_rate, decoded.channels, name)
+        let mean = if decoded.channels > 1 {
+            let mixed = decode_audio_mixed(path, &limits, ChannelMix::Mean)
+                .map_err(|e| decode_error(&name, e))?;
+            Some(mixed.samples)
+        } else {
+            None
+        };
+        let rate = decoded.sample_rate;
+        Self::build(&decoded.samples, mean.as_deref(), rate, decoded.channels, name)
     }
 
     /// Checks mono samples at `rate` Hz (full scale ±1.0) and resamples them to 16 and 24 kHz.
     /// `name` labels errors.
     pub fn from_samples(samples: &[f32], rate: u32, name: impl Into<String>) -> Result<Self> {
-        Self::build(samples, rate, 1, name.into())
+        Self::build(samples, None, rate, 1, name.into())
     }
 
-    fn build(samples: &[f32], rate: u32, channels: usize, name: String) -> Result<Self> {
+    /// `samples`: channel 0; `mean`: the channel mean of a multi-channel source.
+    fn build(
+        samples: &[f32],
+        mean: Option<&[f32]>,
+        rate: u32,
+        channels: usize,
+        name: String,
+    ) -> Result<Self> {
         let fail = |message: String| Error::PromptAudio { input: name.clone(), message };
         if !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&rate) {
             return Err(fail(format!(
@@ -134,7 +150,7 @@ impl PromptAudio {
             )));
         }
         let samples_16k = resample(samples, rate, SPEAKER_SAMPLE_RATE)?;
-        let samples_24k = resample(samples, rate, MEL_SAMPLE_RATE)?;
+        let samples_24k = resample(mean.unwrap_or(samples), rate, MEL_SAMPLE_RATE)?;
         Ok(Self { name, source_rate: rate, channels, seconds, rms_dbfs, samples_16k, samples_24k })
     }
 
