@@ -5,101 +5,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_support;
+mod span_recorder;
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_support::{agent, call_ids, finished, run, settings, started, step_usages, tokenizer};
 use agent_support::{Clock, Script};
 use futures::StreamExt;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
+use span_recorder::Recorder;
 use voxloop_core::agent::{AgentConfig, AgentEvent, TurnEndReason, TurnInput};
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::Session;
 use voxloop_core::tool::ToolRegistry;
-
-#[derive(Debug, Clone)]
-struct SpanRecord {
-    id: u64,
-    name: &'static str,
-    parent: Option<u64>,
-    fields: BTreeMap<String, String>,
-}
-
-#[derive(Default)]
-struct State {
-    spans: Vec<SpanRecord>,
-    stack: Vec<u64>,
-}
-
-/// Keeps every span's name, parent (explicit, else the innermost entered span) and fields.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<State>>);
-
-impl Recorder {
-    fn named(&self, name: &str) -> Vec<SpanRecord> {
-        self.0.lock().unwrap().spans.iter().filter(|s| s.name == name).cloned().collect()
-    }
-}
-
-struct Fields<'a>(&'a mut BTreeMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-impl Subscriber for Recorder {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-        let mut state = self.0.lock().unwrap();
-        let id = state.spans.len() as u64 + 1;
-        let parent = if attrs.is_root() {
-            None
-        } else if let Some(parent) = attrs.parent() {
-            Some(parent.into_u64())
-        } else {
-            state.stack.last().copied()
-        };
-        let mut fields = BTreeMap::new();
-        attrs.record(&mut Fields(&mut fields));
-        state.spans.push(SpanRecord { id, name: attrs.metadata().name(), parent, fields });
-        Id::from_u64(id)
-    }
-
-    fn record(&self, span: &Id, values: &Record<'_>) {
-        let mut state = self.0.lock().unwrap();
-        let index = usize::try_from(span.into_u64() - 1).unwrap();
-        values.record(&mut Fields(&mut state.spans[index].fields));
-    }
-
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-
-    fn event(&self, _: &Event<'_>) {}
-
-    fn enter(&self, span: &Id) {
-        self.0.lock().unwrap().stack.push(span.into_u64());
-    }
-
-    fn exit(&self, span: &Id) {
-        let mut state = self.0.lock().unwrap();
-        if let Some(position) = state.stack.iter().rposition(|&id| id == span.into_u64()) {
-            state.stack.remove(position);
-        }
-    }
-}
 
 #[tokio::test]
 async fn agent_turn_spans_follow_the_genai_conventions() {
