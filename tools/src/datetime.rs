@@ -14,29 +14,14 @@ use std::sync::{Arc, RwLock};
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ZonedDateTime};
+use voxloop_core::session::{ENGLISH_MONTHS, ENGLISH_WEEKDAYS};
 use voxloop_core::tool::{NoArgs, Tool};
 
 use crate::config::{DateTimeConfig, Language};
 use crate::{Error, Result};
 
-const WEEKDAYS_EN: [&str; 7] =
-    ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 const WEEKDAYS_ZH: [&str; 7] =
     ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"];
-const MONTHS_EN: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 
 /// A session's time zone, shared between the session (which may change it, e.g. from the
 /// client's settings) and its `get_date_time` tool. Cheap to clone.
@@ -139,9 +124,9 @@ pub fn format_date_time(when: &ZonedDateTime, zone_name: &str, language: Languag
         ),
         Language::En => format!(
             "{}, {} {} {}, {hour:02}:{minute:02} ({zone_name})",
-            WEEKDAYS_EN[weekday % 7],
+            ENGLISH_WEEKDAYS[weekday % 7],
             when.day(),
-            MONTHS_EN[(usize::from(when.month().unsigned_abs()) + 11) % 12],
+            ENGLISH_MONTHS[(usize::from(when.month().unsigned_abs()) + 11) % 12],
             when.year(),
         ),
     }

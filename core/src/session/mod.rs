@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 pub use settings::{
     DateLine, SamplingSettings, SessionSettings, DEFAULT_SYSTEM_PROMPT, DEFAULT_VOICE_INSTRUCTION,
+    ENGLISH_MONTHS, ENGLISH_WEEKDAYS,
 };
 pub use turn::{AssistantTurn, HumanPart, MelChunk, ToolResultTurn, Turn};
 

@@ -189,27 +189,30 @@ impl CivilDate {
     }
 
     fn english(&self) -> String {
-        const DAYS: [&str; 7] =
-            ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-        const MONTHS: [&str; 12] = [
-            "January",
-            "February",
-            "March",
-            "April",
-            "May",
-            "June",
-            "July",
-            "August",
-            "September",
-            "October",
-            "November",
-            "December",
-        ];
-        let weekday = DAYS.get(self.weekday as usize).copied().unwrap_or("");
-        let month = MONTHS.get(self.month as usize - 1).copied().unwrap_or("");
+        let weekday = ENGLISH_WEEKDAYS.get(self.weekday as usize).copied().unwrap_or("");
+        let month = ENGLISH_MONTHS.get(self.month as usize - 1).copied().unwrap_or("");
         format!("Today is {weekday}, {month} {}, {}.", self.day, self.year)
     }
 }
+
+/// English weekday names, Monday first.
+pub const ENGLISH_WEEKDAYS: [&str; 7] =
+    ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+/// English month names, January first.
+pub const ENGLISH_MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 #[cfg(test)]
 mod tests {
