@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use crate::checkpoint::StateDict;
 use crate::config::DitConfig;
 use crate::nn::{join, Conv1d, ConvSpec, LayerNorm, Linear};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Width of the sinusoidal timestep features.
 const FREQ_DIM: i64 = 256;
@@ -74,24 +74,34 @@ impl Attention {
         Ok(x.f_reshape([s[0], s[1], self.heads, s[2] / self.heads])?.f_transpose(1, 2)?)
     }
 
-    /// `x` `[b, t, c]`; `mask` `[b, 1, 1, t]` (bool) or none; `cache` `[b, h, t', 2·hd]`.
-    /// Returns the output and the new cache (new keys/values first, as upstream).
+    /// `x` `[b, t, c]`; `mask` `[b, 1, 1, t]` (bool) or none. `chunk`: `None` offline (no
+    /// cache is built); `Some(cache)` streaming, with the previous keys/values
+    /// `[b, h, t', 2·hd]` (`None` on the first chunk). Returns the output and, when
+    /// streaming, the new cache (new keys/values first, as upstream).
     fn forward(
         &self,
         x: &Tensor,
         mask: Option<&Tensor>,
-        cache: Option<&Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
+        chunk: Option<Option<&Tensor>>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let s = x.size();
         let q = self.q_norm.forward(&self.heads(&self.q.forward(x)?)?)?;
-        let mut k = self.k_norm.forward(&self.heads(&self.k.forward(x)?)?)?;
-        let mut v = self.heads(&self.v.forward(x)?)?;
-        if let Some(cache) = cache {
-            let kv = cache.f_split(self.head_dim, 3)?;
-            k = Tensor::f_cat(&[&k, &kv[0]], 2)?;
-            v = Tensor::f_cat(&[&v, &kv[1]], 2)?;
-        }
-        let new_cache = Tensor::f_cat(&[&k, &v], 3)?;
+        let k = self.k_norm.forward(&self.heads(&self.k.forward(x)?)?)?;
+        let v = self.heads(&self.v.forward(x)?)?;
+        let (k, v, new_cache) = match chunk {
+            None => (k, v, None),
+            Some(cache) => {
+                // Build the new cache once and attend to views of it, rather than joining
+                // keys and values separately and then again into the cache.
+                let mut kv = Tensor::f_cat(&[&k, &v], 3)?;
+                if let Some(cache) = cache {
+                    kv = Tensor::f_cat(&[&kv, cache], 2)?;
+                }
+                let k = kv.f_narrow(3, 0, self.head_dim)?;
+                let v = kv.f_narrow(3, self.head_dim, self.head_dim)?;
+                (k, v, Some(kv))
+            }
+        };
         let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, false, None, false)?;
         let y = y.f_transpose(1, 2)?.f_reshape([s[0], s[1], -1])?;
         Ok((self.proj.forward(&y)?, new_cache))
@@ -182,9 +192,51 @@ impl ConvBlock {
     }
 }
 
-/// `x · (1 + scale) + shift`.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.f_mul(&scale.f_add_scalar(1)?)?.f_add(shift)?)
+/// An adaLN modulation: `shift` and `1 + scale`, each `[b, 1, hidden]`.
+#[derive(Debug)]
+struct Modulation {
+    shift: Tensor,
+    scale1: Tensor,
+}
+
+impl Modulation {
+    fn new(shift: &Tensor, scale: &Tensor) -> Result<Self> {
+        Ok(Self { shift: shift.shallow_clone(), scale1: scale.f_add_scalar(1)? })
+    }
+
+    /// `x · (1 + scale) + shift`.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_mul(&self.scale1)?.f_add(&self.shift)?)
+    }
+}
+
+/// The modulations and gates of one block (attention, MLP, conv) for one timestep.
+#[derive(Debug)]
+struct BlockTime {
+    msa: Modulation,
+    msa_gate: Tensor,
+    mlp: Modulation,
+    mlp_gate: Tensor,
+    conv: Modulation,
+    conv_gate: Tensor,
+}
+
+/// Everything the estimator computes from the timestep alone: the adaLN modulations of every
+/// block and of the final layer. Upstream recomputes them in every call; they depend only on
+/// `t`, so the flow computes them once per Euler step of its schedule ([`Dit::time`]).
+#[derive(Debug)]
+pub struct TimeConditioning {
+    blocks: Vec<BlockTime>,
+    /// The final layer's.
+    last: Modulation,
+    batch: i64,
+}
+
+impl TimeConditioning {
+    /// The batch size it was computed for.
+    pub fn batch(&self) -> i64 {
+        self.batch
+    }
 }
 
 /// One `DiTBlock`.
@@ -223,30 +275,38 @@ impl Block {
     }
 
     /// `chunk`: `None` offline; `Some(cache)` streaming (cache `None` on the first chunk).
+    /// The block's modulations from `silu(temb)` `[b, 1, hidden]`.
+    fn time(&self, c: &Tensor) -> Result<BlockTime> {
+        let m = self.ada.forward(c)?.f_chunk(9, -1)?;
+        Ok(BlockTime {
+            msa: Modulation::new(&m[0], &m[1])?,
+            msa_gate: m[2].shallow_clone(),
+            mlp: Modulation::new(&m[3], &m[4])?,
+            mlp_gate: m[5].shallow_clone(),
+            conv: Modulation::new(&m[6], &m[7])?,
+            conv_gate: m[8].shallow_clone(),
+        })
+    }
+
     fn forward(
         &self,
         x: &Tensor,
-        c: &Tensor,
+        m: &BlockTime,
         mask: Option<&Tensor>,
         chunk: Option<Option<&BlockCache>>,
     ) -> Result<(Tensor, Option<BlockCache>)> {
-        let m = self.ada.forward(&c.f_silu()?)?.f_chunk(9, -1)?;
-        let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
-        let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
-        let (shift_conv, scale_conv, gate_conv) = (&m[6], &m[7], &m[8]);
+        let h = m.msa.apply(&self.norm.forward(x)?)?;
+        let (att, new_att) = self.attn.forward(&h, mask, chunk.map(|c| c.map(|c| &c.att)))?;
+        let x = x.f_add(&m.msa_gate.f_mul(&att)?)?;
 
-        let h = modulate(&self.norm.forward(x)?, shift_msa, scale_msa)?;
-        let (att, new_att) = self.attn.forward(&h, mask, chunk.flatten().map(|c| &c.att))?;
-        let x = x.f_add(&gate_msa.f_mul(&att)?)?;
-
-        let h = modulate(&self.norm.forward(&x)?, shift_conv, scale_conv)?;
+        let h = m.conv.apply(&self.norm.forward(&x)?)?;
         let (conv, new_cnn) = self.conv.forward(&h, chunk.map(|c| c.map(|c| &c.cnn)))?;
-        let x = x.f_add(&gate_conv.f_mul(&conv)?)?;
+        let x = x.f_add(&m.conv_gate.f_mul(&conv)?)?;
 
-        let h = modulate(&self.norm.forward(&x)?, shift_mlp, scale_mlp)?;
+        let h = m.mlp.apply(&self.norm.forward(&x)?)?;
         let mlp = self.fc2.forward(&self.fc1.forward(&h)?.f_gelu("tanh")?)?;
-        let x = x.f_add(&gate_mlp.f_mul(&mlp)?)?;
-        let cache = new_cnn.map(|cnn| BlockCache { cnn, att: new_att });
+        let x = x.f_add(&m.mlp_gate.f_mul(&mlp)?)?;
+        let cache = new_cnn.zip(new_att).map(|(cnn, att)| BlockCache { cnn, att });
         Ok((x, cache))
     }
 }
@@ -287,46 +347,66 @@ impl Dit {
         self.blocks.len()
     }
 
-    /// `[x; mu; spks (repeated over time); cond]` → `[b, t, 4·80]` after in_proj, plus the
-    /// timestep embedding `[b, 1, hidden]`.
-    fn prepare(
-        &self,
-        x: &Tensor,
-        mu: &Tensor,
-        t: &Tensor,
-        spks: &Tensor,
-        cond: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let temb = self.t_embedder.forward(t)?.f_unsqueeze(1)?;
+    /// The time conditioning for timesteps `t` `[b]`: the timestep embedding and, from it,
+    /// the adaLN modulations of every block and of the final layer.
+    pub fn time(&self, t: &Tensor) -> Result<TimeConditioning> {
+        let c = self.t_embedder.forward(t)?.f_unsqueeze(1)?.f_silu()?;
+        let blocks = self.blocks.iter().map(|b| b.time(&c)).collect::<Result<Vec<_>>>()?;
+        let m = self.final_ada.forward(&c)?.f_chunk(2, -1)?;
+        Ok(TimeConditioning { blocks, last: Modulation::new(&m[0], &m[1])?, batch: t.size()[0] })
+    }
+
+    /// `[x; mu; spks (repeated over time); cond]` → `[b, t, 4·80]` → in_proj.
+    fn prepare(&self, x: &Tensor, mu: &Tensor, spks: &Tensor, cond: &Tensor) -> Result<Tensor> {
         let frames = x.size()[2];
         let spks = spks.f_unsqueeze(2)?.f_expand([-1, -1, frames], false)?;
         let h = Tensor::f_cat(&[x, mu, &spks, cond], 1)?.f_transpose(1, 2)?;
-        Ok((self.in_proj.forward(&h)?, temb))
+        self.in_proj.forward(&h)
     }
 
-    fn finish(&self, x: &Tensor, temb: &Tensor) -> Result<Tensor> {
-        let m = self.final_ada.forward(&temb.f_silu()?)?.f_chunk(2, -1)?;
-        let x = modulate(&self.final_norm.forward(x)?, &m[0], &m[1])?;
+    fn finish(&self, x: &Tensor, time: &TimeConditioning) -> Result<Tensor> {
+        let x = time.last.apply(&self.final_norm.forward(x)?)?;
         Ok(self.final_linear.forward(&x)?.f_transpose(1, 2)?)
     }
 
-    /// Offline velocity: `x`, `mu`, `cond` `[b, 80, t]`, `mask` `[b, 1, t]`, `t` `[b]`,
-    /// `spks` `[b, 80]` → `[b, 80, t]`.
+    fn check_time(&self, time: &TimeConditioning, x: &Tensor) -> Result<()> {
+        if time.blocks.len() != self.blocks.len() || time.batch != x.size()[0] {
+            return Err(Error::InvalidInput(format!(
+                "time conditioning for {} blocks and batch {} used with {} blocks and batch {}",
+                time.blocks.len(),
+                time.batch,
+                self.blocks.len(),
+                x.size()[0]
+            )));
+        }
+        Ok(())
+    }
+
+    /// Offline velocity: `x`, `mu`, `cond` `[b, 80, t]`, `mask` `[b, 1, t]`, the time
+    /// conditioning of timesteps `[b]` ([`Dit::time`]), `spks` `[b, 80]` → `[b, 80, t]`.
     pub fn forward(
         &self,
         x: &Tensor,
         mask: &Tensor,
         mu: &Tensor,
-        t: &Tensor,
+        time: &TimeConditioning,
         spks: &Tensor,
         cond: &Tensor,
     ) -> Result<Tensor> {
-        let (mut h, temb) = self.prepare(x, mu, t, spks, cond)?;
-        let attn_mask = mask.f_to_kind(Kind::Bool)?.f_unsqueeze(1)?;
-        for block in &self.blocks {
-            h = block.forward(&h, &temb, Some(&attn_mask), None)?.0;
+        self.check_time(time, x)?;
+        let mut h = self.prepare(x, mu, spks, cond)?;
+        let attn_mask = mask.f_to_kind(Kind::Bool)?;
+        // A mask that keeps every frame (always the case for one utterance) changes nothing:
+        // attention without one takes the faster kernel path.
+        let attn_mask = if attn_mask.f_all()?.f_int64_value(&[])? != 0 {
+            None
+        } else {
+            Some(attn_mask.f_unsqueeze(1)?)
+        };
+        for (block, m) in self.blocks.iter().zip(&time.blocks) {
+            h = block.forward(&h, m, attn_mask.as_ref(), None)?.0;
         }
-        self.finish(&h, &temb)
+        self.finish(&h, time)
     }
 
     /// Streaming velocity with per-block caches (`None` on the first chunk).
@@ -334,20 +414,21 @@ impl Dit {
         &self,
         x: &Tensor,
         mu: &Tensor,
-        t: &Tensor,
+        time: &TimeConditioning,
         spks: &Tensor,
         cond: &Tensor,
         cache: Option<&[BlockCache]>,
     ) -> Result<(Tensor, Vec<BlockCache>)> {
-        let (mut h, temb) = self.prepare(x, mu, t, spks, cond)?;
+        self.check_time(time, x)?;
+        let mut h = self.prepare(x, mu, spks, cond)?;
         let mut new_cache = Vec::with_capacity(self.blocks.len());
-        for (i, block) in self.blocks.iter().enumerate() {
-            let (y, c) = block.forward(&h, &temb, None, Some(cache.and_then(|c| c.get(i))))?;
+        for (i, (block, m)) in self.blocks.iter().zip(&time.blocks).enumerate() {
+            let (y, c) = block.forward(&h, m, None, Some(cache.and_then(|c| c.get(i))))?;
             h = y;
             if let Some(c) = c {
                 new_cache.push(c);
             }
         }
-        Ok((self.finish(&h, &temb)?, new_cache))
+        Ok((self.finish(&h, time)?, new_cache))
     }
 }

@@ -27,7 +27,7 @@ use crate::nn::Linear;
 use crate::noise::{standard_normal_at, FLOW_NOISE_FRAMES, FLOW_NOISE_SEED};
 use crate::{Error, Result};
 
-use dit::{BlockCache, Dit};
+use dit::{BlockCache, Dit, TimeConditioning};
 use encoder::{EncoderCache, UpsampleEncoder};
 
 /// Euler steps of the released token2wav.
@@ -74,6 +74,14 @@ impl FlowCache {
     }
 }
 
+/// One step of the Euler solver: its step size and the estimator's time conditioning for the
+/// CFG batch of two.
+#[derive(Debug)]
+struct EulerStep {
+    dt: Tensor,
+    time: TimeConditioning,
+}
+
 /// The flow model.
 #[derive(Debug)]
 pub struct Flow {
@@ -85,6 +93,8 @@ pub struct Flow {
     estimator: Dit,
     /// An injected noise buffer; `None`: voxloop's seeded buffer, computed slice by slice.
     noise: Option<Tensor>,
+    /// The [`N_TIMESTEPS`]-step schedule, computed once (it depends on the weights only).
+    steps: Vec<EulerStep>,
     device: Device,
 }
 
@@ -111,7 +121,7 @@ impl Flow {
         let encoder_proj =
             Linear::load(sd, "encoder_proj", encoder.output_size(), c.output_size, true)?;
         let estimator = Dit::load(sd, "decoder.estimator", &c.decoder.estimator)?;
-        Ok(Self {
+        let mut flow = Self {
             config,
             embedding,
             spk_affine,
@@ -119,8 +129,12 @@ impl Flow {
             encoder_proj,
             estimator,
             noise: None,
+            steps: Vec::new(),
             device,
-        })
+        };
+        let _guard = tch::no_grad_guard();
+        flow.steps = flow.euler_steps(N_TIMESTEPS)?;
+        Ok(flow)
     }
 
     /// The configuration read from `flow.yaml`.
@@ -263,6 +277,38 @@ impl Flow {
         Ok(s[1])
     }
 
+    /// The `n` Euler steps of upstream's solver loop: `t` starts at the grid's first point,
+    /// then `t += dt` with `dt` the distance from `t` to the next grid point (both in f32, so
+    /// every step is bit-identical to upstream's), and the estimator's time conditioning for
+    /// the CFG batch `[t, t]`.
+    fn euler_steps(&self, n: usize) -> Result<Vec<EulerStep>> {
+        let t_span = self.t_span(n)?;
+        let mut t = t_span.f_get(0)?.f_unsqueeze(0)?;
+        let mut dt = t_span.f_get(1)?.f_sub(&t_span.f_get(0)?)?;
+        let mut steps = Vec::with_capacity(n);
+        for step in 1..=n {
+            let time = self.estimator.time(&t.f_repeat([2])?)?;
+            steps.push(EulerStep { dt: dt.shallow_clone(), time });
+            t = t.f_add(&dt)?;
+            if step < n {
+                dt = t_span.f_get(step as i64 + 1)?.f_sub(&t)?;
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Runs `f` with the steps of an `n`-step solve (cached for [`N_TIMESTEPS`]).
+    fn with_steps<T>(&self, n: usize, f: impl FnOnce(&[EulerStep]) -> Result<T>) -> Result<T> {
+        if n == 0 {
+            return Err(Error::InvalidInput("the flow needs at least one Euler step".into()));
+        }
+        if n == self.steps.len() {
+            f(&self.steps)
+        } else {
+            f(&self.euler_steps(n)?)
+        }
+    }
+
     /// Upstream `solve_euler` with classifier-free guidance on a batch of two.
     fn solve_euler(
         &self,
@@ -274,24 +320,20 @@ impl Flow {
         n: usize,
     ) -> Result<Tensor> {
         let rate = self.config.decoder.inference_cfg_rate;
-        let t_span = self.t_span(n)?;
-        let mut t = t_span.f_get(0)?.f_unsqueeze(0)?;
-        let mut dt = t_span.f_get(1)?.f_sub(&t_span.f_get(0)?)?;
         let mask_in = Tensor::f_cat(&[mask, mask], 0)?;
         let mu_in = Tensor::f_cat(&[mu, &mu.f_zeros_like()?], 0)?;
         let spks_in = Tensor::f_cat(&[spks, &spks.f_zeros_like()?], 0)?;
         let cond_in = Tensor::f_cat(&[cond, &cond.f_zeros_like()?], 0)?;
-        for step in 1..=n {
-            let x_in = Tensor::f_cat(&[&x, &x], 0)?;
-            let t_in = Tensor::f_cat(&[&t, &t], 0)?;
-            let v = self.estimator.forward(&x_in, &mask_in, &mu_in, &t_in, &spks_in, &cond_in)?;
-            x = x.f_add(&dt.f_mul(&guide(&v, rate)?)?)?;
-            t = t.f_add(&dt)?;
-            if step < n {
-                dt = t_span.f_get(step as i64 + 1)?.f_sub(&t)?;
+        self.with_steps(n, |steps| {
+            for step in steps {
+                let x_in = Tensor::f_cat(&[&x, &x], 0)?;
+                let v = self
+                    .estimator
+                    .forward(&x_in, &mask_in, &mu_in, &step.time, &spks_in, &cond_in)?;
+                x = x.f_add(&step.dt.f_mul(&guide(&v, rate)?)?)?;
             }
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 
     /// Streaming setup (upstream `setup_cache`): runs the prompt through encoder and estimator
@@ -365,27 +407,22 @@ impl Flow {
         let offset =
             cache.and_then(|c| c.first()).and_then(|b| b.first()).map_or(0, |c| c.att.size()[2]);
         let mut x = self.noise_slice(offset, mu.size()[2])?;
-        let t_span = self.t_span(n)?;
-        let mut t = t_span.f_get(0)?.f_unsqueeze(0)?;
-        let mut dt = t_span.f_get(1)?.f_sub(&t_span.f_get(0)?)?;
         let mu_in = Tensor::f_cat(&[mu, &mu.f_zeros_like()?], 0)?;
         let spks_in = Tensor::f_cat(&[spks, &spks.f_zeros_like()?], 0)?;
         let cond_in = Tensor::f_cat(&[cond, &cond.f_zeros_like()?], 0)?;
         let mut new_cache = Vec::with_capacity(n);
-        for step in 1..=n {
-            let step_cache = cache.and_then(|c| c.get(step - 1)).map(Vec::as_slice);
-            let x_in = x.f_repeat([2, 1, 1])?;
-            let t_in = t.f_repeat([2])?;
-            let (v, c) = self
-                .estimator
-                .forward_chunk(&x_in, &mu_in, &t_in, &spks_in, &cond_in, step_cache)?;
-            x = x.f_add(&dt.f_mul(&guide(&v, rate)?)?)?;
-            t = t.f_add(&dt)?;
-            if step < n {
-                dt = t_span.f_get(step as i64 + 1)?.f_sub(&t)?;
+        self.with_steps(n, |steps| {
+            for (i, step) in steps.iter().enumerate() {
+                let step_cache = cache.and_then(|c| c.get(i)).map(Vec::as_slice);
+                let x_in = x.f_repeat([2, 1, 1])?;
+                let (v, c) = self
+                    .estimator
+                    .forward_chunk(&x_in, &mu_in, &step.time, &spks_in, &cond_in, step_cache)?;
+                x = x.f_add(&step.dt.f_mul(&guide(&v, rate)?)?)?;
+                new_cache.push(c);
             }
-            new_cache.push(c);
-        }
+            Ok(())
+        })?;
         Ok((x, new_cache))
     }
 }
