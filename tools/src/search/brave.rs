@@ -136,15 +136,7 @@ impl SearchProvider for Brave {
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
             .header("X-Subscription-Token", &self.api_key);
-        let response = http::send(SERVICE, &shown, self.limits.timeout, request).await?;
-        let body: Response = http::json_body(
-            SERVICE,
-            &shown,
-            self.limits.timeout,
-            response,
-            self.limits.max_response_bytes,
-        )
-        .await?;
+        let body: Response = self.limits.fetch_json(SERVICE, &shown, request).await?;
         if body.kind != "search" {
             return Err(Error::MalformedResponse {
                 service: SERVICE,

@@ -70,6 +70,19 @@ pub struct HttpLimits {
 }
 
 impl HttpLimits {
+    /// Sends `request` and reads its JSON body, within these limits; `shown_url` (with any key
+    /// redacted) names the request in errors.
+    pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
+        &self,
+        service: &'static str,
+        shown_url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let response = crate::http::send(service, shown_url, self.timeout, request).await?;
+        crate::http::json_body(service, shown_url, self.timeout, response, self.max_response_bytes)
+            .await
+    }
+
     /// The limits of a `[tools.web_search]` table.
     pub fn from_config(config: &WebSearchConfig) -> Self {
         Self {

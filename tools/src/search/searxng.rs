@@ -81,15 +81,7 @@ impl SearchProvider for Searxng {
         }
         let shown = http::redact(&url);
         let request = self.client.get(url).header(reqwest::header::ACCEPT, "application/json");
-        let response = http::send(SERVICE, &shown, self.limits.timeout, request).await?;
-        let body: Response = http::json_body(
-            SERVICE,
-            &shown,
-            self.limits.timeout,
-            response,
-            self.limits.max_response_bytes,
-        )
-        .await?;
+        let body: Response = self.limits.fetch_json(SERVICE, &shown, request).await?;
         Ok(body
             .results
             .into_iter()

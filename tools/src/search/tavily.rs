@@ -114,15 +114,7 @@ impl SearchProvider for Tavily {
             .bearer_auth(&self.api_key)
             .header(reqwest::header::ACCEPT, "application/json")
             .json(&body);
-        let response = http::send(SERVICE, &shown, self.limits.timeout, request).await?;
-        let body: Response = http::json_body(
-            SERVICE,
-            &shown,
-            self.limits.timeout,
-            response,
-            self.limits.max_response_bytes,
-        )
-        .await?;
+        let body: Response = self.limits.fetch_json(SERVICE, &shown, request).await?;
         Ok(body
             .results
             .into_iter()
