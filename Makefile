@@ -13,9 +13,15 @@ export LIBTORCH
 VOXLOOP_MINILM_DIR := $(shell scripts/minilm.sh || echo FAILED)
 export VOXLOOP_MINILM_DIR
 
+# ONNX Runtime's shared library, for computing voice profiles from recordings (CAM++ and the S3
+# tokenizer); voxloop loads it at run time (scripts/onnxruntime.sh: idempotent, honours
+# $ORT_DYLIB_PATH; taken once from PyPI's onnxruntime wheel).
+ORT_DYLIB_PATH := $(shell scripts/onnxruntime.sh || echo FAILED)
+export ORT_DYLIB_PATH
+
 ARGS ?=
 
-.PHONY: run test build fmt clippy unit check-libtorch check-minilm bench fixtures
+.PHONY: run test build fmt clippy unit check-libtorch check-minilm check-onnxruntime
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -25,7 +31,11 @@ check-minilm:
 	@if [[ "$(VOXLOOP_MINILM_DIR)" == FAILED || -z "$(VOXLOOP_MINILM_DIR)" ]]; then \
 	  echo "error: could not prepare the MiniLM model (see scripts/minilm.sh output above)" >&2; exit 1; fi
 
-run: check-libtorch check-minilm
+check-onnxruntime:
+	@if [[ "$(ORT_DYLIB_PATH)" == FAILED || -z "$(ORT_DYLIB_PATH)" ]]; then \
+	  echo "error: could not prepare ONNX Runtime (see scripts/onnxruntime.sh output above)" >&2; exit 1; fi
+
+run: check-libtorch check-minilm check-onnxruntime
 	scripts/sample_library.sh data/samples
 	$(CARGO) run --bin voxloop -- index add data/samples
 	$(CARGO) run --bin voxloop -- serve $(ARGS)
@@ -39,8 +49,8 @@ fmt:
 clippy: check-libtorch
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: check-libtorch check-minilm
-	@# VOXLOOP_REQUIRE_MODELS=1: tests that need the MiniLM model fail instead of skipping.
+unit: check-libtorch check-minilm check-onnxruntime
+	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.
 	LD_LIBRARY_PATH=$(LIBTORCH)/lib $(CARGO) test --workspace --doc

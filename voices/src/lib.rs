@@ -15,6 +15,8 @@
 //! - [`config`]: `flow.yaml` read as data and the HiFT hyper-parameters;
 //! - [`prompt`]: a voice's prompt recording (loaded and checked) and the prompt mel and CAM++
 //!   fbank computed from it as upstream's `Token2wav._prepare_prompt` does;
+//! - [`extract`]: profiles computed from a recording with the release's ONNX models (S3
+//!   tokenizer, CAM++) on ONNX Runtime, loaded at run time;
 //! - [`library`]: named profiles cached on disk, the default voices, their `timbre` items in
 //!   the audio index;
 //! - [`swap`]: the per-session current voice, voice swap by description, and the stream that
@@ -24,6 +26,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod extract;
 pub mod flow;
 pub mod hift;
 pub mod library;
@@ -35,6 +38,7 @@ pub mod speak;
 pub mod swap;
 pub mod token2wav;
 
+pub use extract::{ExtractorOptions, ProfileExtractor};
 pub use library::{DefaultVoice, VoiceLibrary};
 pub use profile::VoiceProfile;
 pub use swap::{SessionVoice, SwapOutcome, VoiceStream, VoiceSwapper};
@@ -86,6 +90,13 @@ pub enum Error {
     /// An error from the audio index (voice search, registering voices).
     #[error(transparent)]
     Retrieval(voxloop_retrieval::Error),
+    /// ONNX Runtime could not be loaded (no library configured, a wrong file, too old).
+    #[error("{0}")]
+    OnnxRuntime(String),
+    /// An ONNX model (S3 tokenizer, CAM++) that cannot be loaded, has the wrong inputs or
+    /// outputs, or fails to run.
+    #[error("ONNX model {}: {message}", file.display())]
+    Onnx { file: PathBuf, message: String },
     /// No voice of the library answers a voice-swap request.
     #[error("no voice for {query:?}: {message}")]
     VoiceNotFound { query: String, message: String },

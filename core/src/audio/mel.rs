@@ -115,12 +115,21 @@ fn mel_to_hz(mel: f64) -> f64 {
 /// Any length works (even 0, which gives 2 frames of the floor value); callers feeding the model
 /// split audio into 25-s chunks first (see [`super::log_mel_chunks`]).
 pub fn log_mel_spectrogram(samples: &[f32]) -> Result<Tensor> {
-    let filters = Tensor::f_from_slice(&mel_filters())?.f_view([N_MELS as i64, N_FREQS as i64])?;
-    log_mel_with(samples, &filters)
+    log_mel_spectrogram_padded(samples, RIGHT_PAD)
 }
 
-pub(crate) fn log_mel_with(samples: &[f32], filters: &Tensor) -> Result<Tensor> {
-    let n = samples.len() + RIGHT_PAD;
+/// The same recipe with `right_pad` zero samples appended instead of 479: `[128, floor((n +
+/// right_pad) / 160)]` frames (for n + right_pad ≥ 201).
+///
+/// With `right_pad = 0` this is Whisper's own `log_mel_spectrogram(audio, n_mels=128)`, which
+/// the S3 speech tokenizer reads (`s3tokenizer.log_mel_spectrogram`, padding 0).
+pub fn log_mel_spectrogram_padded(samples: &[f32], right_pad: usize) -> Result<Tensor> {
+    let filters = Tensor::f_from_slice(&mel_filters())?.f_view([N_MELS as i64, N_FREQS as i64])?;
+    log_mel_with(samples, right_pad, &filters)
+}
+
+pub(crate) fn log_mel_with(samples: &[f32], right_pad: usize, filters: &Tensor) -> Result<Tensor> {
+    let n = samples.len() + right_pad;
     let mut padded = Vec::with_capacity(n);
     padded.extend_from_slice(samples);
     padded.resize(n, 0.0);

@@ -32,7 +32,8 @@ pub use decode::{
     MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
 };
 pub use mel::{
-    log_mel_spectrogram, mel_filters, slaney_mel_filters, HOP, N_FFT, N_FREQS, N_MELS, RIGHT_PAD,
+    log_mel_spectrogram, log_mel_spectrogram_padded, mel_filters, slaney_mel_filters, HOP, N_FFT,
+    N_FREQS, N_MELS, RIGHT_PAD,
 };
 pub use resample::{resample, resample_to_16k};
 
@@ -79,7 +80,7 @@ pub fn log_mel_chunks(samples_16k: &[f32]) -> Result<Vec<AudioChunk>> {
     samples_16k
         .chunks(CHUNK_SAMPLES)
         .map(|chunk| {
-            let mel = mel::log_mel_with(chunk, &filters)?;
+            let mel = mel::log_mel_with(chunk, RIGHT_PAD, &filters)?;
             let frames = usize::try_from(mel.size()[1]).unwrap_or(0);
             Ok(AudioChunk { mel, patches: audio_patch_count(frames) })
         })
