@@ -34,6 +34,7 @@ mod nn;
 pub mod noise;
 pub mod profile;
 pub mod prompt;
+pub mod setup_cache;
 pub mod speak;
 pub mod swap;
 pub mod token2wav;
@@ -42,6 +43,7 @@ pub use extract::{ExtractorOptions, ProfileExtractor};
 pub use library::{DefaultVoice, VoiceLibrary};
 pub use profile::VoiceProfile;
 pub use swap::{SessionVoice, SwapOutcome, VoiceStream, VoiceSwapper};
+pub use setup_cache::SetupCacheStats;
 pub use token2wav::{Token2Wav, Token2WavStream};
 
 use std::path::PathBuf;

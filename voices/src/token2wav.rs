@@ -16,6 +16,9 @@
 //!   prefixed with 3840 samples of silence instead, so every chunk but the last returns
 //!   exactly 480 samples per new mel frame.
 //!
+//! Stream setups are kept per voice ([`crate::setup_cache`]): a stream in a recently used
+//! voice starts without running the flow over the prompt again.
+//!
 //! A stream can change voice between chunks ([`Token2WavStream::set_voice`]): the next chunk
 //! re-initialises the flow caches from the new profile while the vocoder caches carry over,
 //! so the join is cross-faded as usual.
@@ -25,9 +28,10 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::HiftConfig;
-use crate::flow::{Flow, FlowCache, N_TIMESTEPS};
+use crate::flow::{Flow, N_TIMESTEPS};
 use crate::hift::{Hift, NsfRandom};
 use crate::profile::VoiceProfile;
+use crate::setup_cache::{SetupCache, SetupCacheStats, VoiceState, DEFAULT_SETUP_CACHE};
 use crate::{Error, Result};
 
 /// Optional HiFT hyper-parameters next to `hift.pt` (voxloop extension).
@@ -50,6 +54,7 @@ pub struct Token2Wav {
     hift: Hift,
     nsf: NsfRandom,
     n_timesteps: usize,
+    setups: SetupCache,
 }
 
 impl Token2Wav {
@@ -79,7 +84,13 @@ impl Token2Wav {
 
     /// Assembles a model from loaded parts.
     pub fn from_parts(flow: Flow, hift: Hift) -> Self {
-        Self { flow, hift, nsf: NsfRandom::Torch, n_timesteps: N_TIMESTEPS }
+        Self {
+            flow,
+            hift,
+            nsf: NsfRandom::Torch,
+            n_timesteps: N_TIMESTEPS,
+            setups: SetupCache::new(DEFAULT_SETUP_CACHE),
+        }
     }
 
     /// The flow (token → mel).
@@ -87,8 +98,10 @@ impl Token2Wav {
         &self.flow
     }
 
-    /// The flow, mutably (to inject its noise buffer).
+    /// The flow, mutably (to inject its noise buffer). Forgets the kept stream setups, which
+    /// depend on the flow.
     pub fn flow_mut(&mut self) -> &mut Flow {
+        self.setups.clear();
         &mut self.flow
     }
 
@@ -131,7 +144,7 @@ impl Token2Wav {
     /// Starts a stream in `voice`.
     pub fn stream(&self, voice: &VoiceProfile) -> Result<Token2WavStream<'_>> {
         let _guard = tch::no_grad_guard();
-        let state = VoiceState::new(self, voice)?;
+        let state = self.voice_state(voice)?;
         let bins = self.flow.config().output_size;
         let device = self.flow.device();
         Ok(Token2WavStream {
@@ -153,23 +166,30 @@ impl Token2Wav {
     }
 }
 
-/// The flow-side state of a stream for one voice.
-#[derive(Debug)]
-struct VoiceState {
-    prompt_frames: i64,
-    speaker: Tensor,
-    cache: FlowCache,
-}
+impl Token2Wav {
+    /// The flow-side state of a new stream in `voice`: a kept setup, or a new one
+    /// ([`crate::setup_cache`]).
+    fn voice_state(&self, voice: &VoiceProfile) -> Result<VoiceState> {
+        self.setups.get_or_compute(voice, || {
+            let la = self.flow.pre_lookahead_len() as usize;
+            let mut tokens = voice.prompt_tokens.clone();
+            tokens.extend(std::iter::repeat_n(SILENCE_TOKEN, la));
+            let mel = voice.prompt_mel_tensor()?;
+            let speaker = voice.speaker_tensor()?;
+            let cache = self.flow.setup_cache(&tokens, &mel, &speaker, self.n_timesteps)?;
+            Ok(VoiceState { prompt_frames: mel.size()[1], speaker, cache })
+        })
+    }
 
-impl VoiceState {
-    fn new(model: &Token2Wav, voice: &VoiceProfile) -> Result<Self> {
-        let la = model.flow.pre_lookahead_len() as usize;
-        let mut tokens = voice.prompt_tokens.clone();
-        tokens.extend(std::iter::repeat_n(SILENCE_TOKEN, la));
-        let mel = voice.prompt_mel_tensor()?;
-        let speaker = voice.speaker_tensor()?;
-        let cache = model.flow.setup_cache(&tokens, &mel, &speaker, model.n_timesteps)?;
-        Ok(Self { prompt_frames: mel.size()[1], speaker, cache })
+    /// How many voices' stream setups are kept (default [`DEFAULT_SETUP_CACHE`]; 0 keeps
+    /// none, as upstream).
+    pub fn set_setup_cache_capacity(&self, voices: usize) {
+        self.setups.set_capacity(voices);
+    }
+
+    /// Hits and misses of the stream-setup cache.
+    pub fn setup_cache_stats(&self) -> SetupCacheStats {
+        self.setups.stats()
     }
 }
 
@@ -240,7 +260,7 @@ impl Token2WavStream<'_> {
         let _guard = tch::no_grad_guard();
         let model = self.model;
         if let Some(voice) = self.next_voice.take() {
-            self.voice = VoiceState::new(model, &voice)?;
+            self.voice = model.voice_state(&voice)?;
         }
         let (chunk_mel, mut cache) = model.flow.inference_chunk(
             tokens,

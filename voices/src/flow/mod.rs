@@ -43,6 +43,20 @@ pub struct FlowCache {
 }
 
 impl FlowCache {
+    /// Another handle on the same tensors (chunks read caches and return new ones, so handles
+    /// can be shared between streams).
+    pub fn shallow_clone(&self) -> Self {
+        let block =
+            |b: &BlockCache| BlockCache { cnn: b.cnn.shallow_clone(), att: b.att.shallow_clone() };
+        Self {
+            encoder: EncoderCache {
+                cnn: self.encoder.cnn.shallow_clone(),
+                att: self.encoder.att.shallow_clone(),
+            },
+            estimator: self.estimator.iter().map(|step| step.iter().map(block).collect()).collect(),
+        }
+    }
+
     /// Frames in the estimator attention cache (the noise offset of the next chunk).
     pub fn estimator_frames(&self) -> i64 {
         self.estimator.first().and_then(|b| b.first()).map_or(0, |c| c.att.size()[2])
