@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use voxloop_core::DeviceSpec;
 
+mod telemetry;
+
+pub use telemetry::{OtlpProtocol, TelemetryConfig};
+
 /// Where configuration is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "data/voxloop.toml";
 
@@ -27,6 +31,12 @@ pub struct Config {
     /// The built-in tools (`[tools.web_search]`, `[tools.date_time]`, `[tools.weather]`): see
     /// `voxloop_tools::config`.
     pub tools: voxloop_tools::ToolsConfig,
+    /// The agent behind `/v1/sessions`: prompt, generation, sessions, tool policies.
+    pub agent: AgentSection,
+    /// Speech output: token2wav and the voice library.
+    pub voice: VoiceSection,
+    /// Traces exported over OTLP (`[telemetry]`); off unless an endpoint is set.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[server]`
@@ -83,6 +93,87 @@ impl Default for LogConfig {
     }
 }
 
+/// Spoken or written answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// Interleaved text and speech codes (rendered to audio when a voice is loaded).
+    #[default]
+    Speech,
+    /// Text only.
+    Text,
+}
+
+/// `[agent]`: how the service runs conversations. Sessions may override the mode, the tool
+/// choice and the sampling fields when they are created.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSection {
+    /// Replaces the built-in system prompt (the date line and voice instruction still follow).
+    pub system_prompt: Option<String>,
+    /// `speech` (default) or `text`.
+    pub mode: AnswerMode,
+    /// `auto` (default), `none`, `required`, or the name of a tool every turn must start by
+    /// calling.
+    pub tool_choice: String,
+    /// Generation steps of one turn that may call tools.
+    pub max_steps: usize,
+    /// The most tokens one generation step may produce.
+    pub max_new_tokens: usize,
+    /// Sampling temperature (0 is greedy); unset: the model's default.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass in (0, 1]; unset: the model's default.
+    pub top_p: Option<f64>,
+    /// Top-k cut (0 = none); unset: the model's default.
+    pub top_k: Option<usize>,
+    /// Base seed, for reproducible conversations; unset: seeded by the OS.
+    pub seed: Option<u64>,
+    /// Sessions kept in memory; creating one more evicts the longest idle one (a session in a
+    /// turn is never evicted; if all are, creation answers 503).
+    pub max_sessions: usize,
+    /// Longest audio input of one turn, in seconds.
+    pub max_audio_seconds: f64,
+    /// Tower policies around every tool call (`[agent.policies]`, `[agent.policies.defaults]`,
+    /// `[agent.policies.tools.NAME]`): see `voxloop_policies::PolicyConfig`.
+    pub policies: voxloop_policies::PolicyConfig,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        Self {
+            system_prompt: None,
+            mode: AnswerMode::Speech,
+            tool_choice: "auto".to_owned(),
+            max_steps: 3,
+            max_new_tokens: voxloop_core::generate::SamplingParams::default().max_new_tokens,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            seed: None,
+            max_sessions: 64,
+            max_audio_seconds: 120.0,
+            policies: voxloop_policies::PolicyConfig::default(),
+        }
+    }
+}
+
+/// `[voice]`: how speech codes become audio. Speech is rendered when token2wav and the
+/// starting voice's profile are both found; otherwise turns stream speech codes only.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceSection {
+    /// The token2wav directory (`flow.yaml`, `flow.pt`, `hift.pt`); unset:
+    /// `<model dir>/token2wav` when it exists (`VOXLOOP_TOKEN2WAV_DIR`).
+    pub token2wav: Option<PathBuf>,
+    /// The voice library (profile files); unset: `<data_dir>/voices` when it exists.
+    pub dir: Option<PathBuf>,
+    /// The voice sessions start in; unset: `default_female` when the library has it.
+    pub name: Option<String>,
+}
+
+/// The voice a session starts in when `[voice] name` is unset.
+pub const DEFAULT_VOICE_NAME: &str = "default_female";
+
 /// A configuration problem, with the file and the field it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -92,11 +183,14 @@ pub enum ConfigError {
     Field { path: PathBuf, field: String, message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: &'static str, message: String },
+    #[error("config field `{field}`: {message}")]
+    Value { field: String, message: String },
 }
 
 impl Config {
     /// Reads `path` if given (it must exist), else [`DEFAULT_CONFIG_PATH`] if it exists, else
-    /// starts from defaults; then applies environment overrides from `env`.
+    /// starts from defaults; then applies environment overrides from `env` and checks the
+    /// values ([`Config::validate_agent`]).
     pub fn load(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
@@ -109,6 +203,7 @@ impl Config {
             None => Self::default(),
         };
         config.apply_env(env)?;
+        config.validate_agent()?;
         Ok(config)
     }
 
@@ -152,8 +247,76 @@ impl Config {
                 ConfigError::Env { var: "VOXLOOP_DEVICE", message: e.to_string() }
             })?;
         }
+        if let Some(dir) = env("VOXLOOP_TOKEN2WAV_DIR") {
+            self.voice.token2wav = Some(PathBuf::from(dir));
+        }
         if let Some(filter) = env("VOXLOOP_LOG") {
             self.log.filter = filter;
+        }
+        self.telemetry.apply_env(&env)?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The token2wav directory: `[voice] token2wav`, else `<model dir>/token2wav`; and
+    /// whether it was configured explicitly (then it must exist).
+    pub fn token2wav_dir(&self) -> Option<(PathBuf, bool)> {
+        match (&self.voice.token2wav, &self.model.dir) {
+            (Some(dir), _) => Some((dir.clone(), true)),
+            (None, Some(model)) => Some((model.join("token2wav"), false)),
+            (None, None) => None,
+        }
+    }
+
+    /// The voice library directory: `[voice] dir`, else `<data_dir>/voices`; and whether it
+    /// was configured explicitly.
+    pub fn voices_dir(&self) -> (PathBuf, bool) {
+        match &self.voice.dir {
+            Some(dir) => (dir.clone(), true),
+            None => (self.paths.data_dir.join("voices"), false),
+        }
+    }
+
+    /// Checks the `[agent]` and `[voice]` values that TOML types cannot: ranges and names.
+    /// The errors name the field.
+    pub fn validate_agent(&self) -> Result<(), ConfigError> {
+        let a = &self.agent;
+        let bad = |field: &str, message: String| ConfigError::Value {
+            field: format!("agent.{field}"),
+            message,
+        };
+        if a.max_steps == 0 {
+            return Err(bad("max_steps", "must be at least 1".into()));
+        }
+        if a.max_new_tokens == 0 {
+            return Err(bad("max_new_tokens", "must be at least 1".into()));
+        }
+        if a.max_sessions == 0 {
+            return Err(bad("max_sessions", "must be at least 1".into()));
+        }
+        if !(a.max_audio_seconds.is_finite() && a.max_audio_seconds > 0.0) {
+            return Err(bad("max_audio_seconds", format!("{} is not > 0", a.max_audio_seconds)));
+        }
+        if let Some(t) = a.temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(bad("temperature", format!("{t} is not a finite value >= 0")));
+        }
+        if let Some(p) = a.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(bad("top_p", format!("{p} is not in (0, 1]")));
+        }
+        if a.tool_choice.trim().is_empty() {
+            return Err(bad(
+                "tool_choice",
+                "is empty: use auto, none, required or a tool name".into(),
+            ));
+        }
+        if let Some(name) = &self.voice.name {
+            if name.trim().is_empty() {
+                return Err(ConfigError::Value {
+                    field: "voice.name".into(),
+                    message: "is empty".into(),
+                });
+            }
         }
         Ok(())
     }
@@ -244,6 +407,57 @@ mod tests {
         let bad = |key: &str| (key == "VOXLOOP_ADDR").then(|| "x".to_owned());
         let err = Config::load(Some(&path), bad).unwrap_err().to_string();
         assert!(err.contains("VOXLOOP_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn agent_and_voice_tables_are_read() {
+        let text =
+            "[model]\ndir = \"m\"\n[agent]\nmode = \"text\"\nmax_new_tokens = 64\nseed = 3\n\
+                    tool_choice = \"none\"\n[agent.policies]\ndeny = [\"get_weather\"]\n\
+                    [agent.policies.tools.web_search]\ntimeout_ms = 8000\n\
+                    [voice]\nname = \"alto\"\n";
+        let config = Config::from_toml(text, Path::new("x.toml")).unwrap();
+        assert_eq!(config.agent.mode, AnswerMode::Text);
+        assert_eq!((config.agent.max_new_tokens, config.agent.seed), (64, Some(3)));
+        assert_eq!(config.agent.policies.deny, vec!["get_weather".to_owned()]);
+        assert_eq!(config.agent.policies.tools["web_search"].timeout_ms, Some(8000));
+        assert_eq!(config.voice.name.as_deref(), Some("alto"));
+        config.validate_agent().unwrap();
+        // token2wav next to the checkpoint, voices under the data dir, unless configured
+        assert_eq!(config.token2wav_dir(), Some((PathBuf::from("m/token2wav"), false)));
+        assert_eq!(config.voices_dir(), (PathBuf::from("data/voices"), false));
+        let env = |k: &str| (k == "VOXLOOP_TOKEN2WAV_DIR").then(|| "t2w".to_owned());
+        let mut config = config;
+        config.apply_env(env).unwrap();
+        assert_eq!(config.token2wav_dir(), Some((PathBuf::from("t2w"), true)));
+        // the printed configuration reads back the same
+        let printed = toml::to_string_pretty(&config).unwrap();
+        assert_eq!(Config::from_toml(&printed, Path::new("p.toml")).unwrap(), config);
+    }
+
+    #[test]
+    fn agent_values_are_checked() {
+        let err = Config::from_toml("[agent]\nmax_tokens = 5\n", Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_tokens"), "{err}");
+        let err =
+            Config::from_toml("[agent.policies.defaults]\ntimeout = 5\n", Path::new("v.toml"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("agent.policies.defaults") && err.contains("timeout"), "{err}");
+        for (text, field) in [
+            ("[agent]\nmax_steps = 0\n", "agent.max_steps"),
+            ("[agent]\nmax_new_tokens = 0\n", "agent.max_new_tokens"),
+            ("[agent]\ntop_p = 1.5\n", "agent.top_p"),
+            ("[agent]\ntemperature = -1.0\n", "agent.temperature"),
+            ("[agent]\nmax_sessions = 0\n", "agent.max_sessions"),
+            ("[voice]\nname = \" \"\n", "voice.name"),
+        ] {
+            let config = Config::from_toml(text, Path::new("v.toml")).unwrap();
+            let err = config.validate_agent().unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The `voxloop` command: the service and its tools.
 
+mod agent_api;
+mod agent_setup;
 mod audio_api;
 mod config;
 mod generate_cmd;
 mod index_cmd;
 mod server;
+mod sessions;
+mod speech;
+mod telemetry;
+mod voice_cmd;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,8 +34,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP service: /healthz, and /v1/audio/search over the audio index in the data
-    /// dir when there is one. Stops cleanly on Ctrl-C or SIGTERM.
+    /// Run the HTTP service: /healthz, /v1/tools, /v1/audio/search over the audio index in the
+    /// data dir when there is one, and the agent's /v1/sessions when [model] dir is set.
+    /// Stops cleanly on Ctrl-C or SIGTERM.
     Serve {
         /// Address to listen on; overrides the file and VOXLOOP_ADDR.
         #[arg(long)]
@@ -44,6 +50,8 @@ enum Command {
     Index(index_cmd::IndexArgs),
     /// Search the audio index by description (hybrid BM25 + vectors), or --like an example.
     Search(index_cmd::SearchArgs),
+    /// Manage the voice library: add a voice from a recording, import a profile, list.
+    Voice(voice_cmd::VoiceArgs),
     /// Render speech tokens to a 24 kHz WAV with token2wav (debugging).
     Speak {
         /// Speech tokens: ids or `<audio_N>` tokens, separated by spaces, commas or newlines.
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate_cmd::run(*args, &config),
         Command::Index(args) => index_cmd::run_index(&config, args),
         Command::Search(args) => index_cmd::run_search(&config, args),
+        Command::Voice(args) => voice_cmd::run(&config, args),
         Command::Speak { tokens, voice, output, token2wav, stream } => {
             let request = voxloop_voices::speak::SpeakRequest {
                 tokens,
@@ -113,28 +122,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("invalid log filter {filter:?}: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    Ok(())
+/// The console log and, with `[telemetry] otlp_endpoint`, the export of traces; the guard
+/// flushes the spans still queued when dropped.
+fn init_logging(config: &Config) -> anyhow::Result<telemetry::TelemetryGuard> {
+    config.telemetry.validate()?;
+    telemetry::init(&config.log.filter, &config.telemetry)
 }
 
 fn run_serve(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log.filter)?;
-    // The tools the configuration enables, checked now so that a bad `[tools]` table (an
-    // unknown time zone, a provider URL that does not parse) stops the start.
-    let mut tools = voxloop_core::tool::ToolRegistry::new();
-    voxloop_tools::register_builtin_tools(&mut tools, &config.tools)
-        .map_err(|e| anyhow::anyhow!("config [tools]: {e}"))?;
-    tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "built-in tools configured");
-    let tool_schemas = tools.tool_json_schemas()?;
+    // Dropped last, after the runtime (and every span of every turn) is gone: the spans of
+    // the last turns are sent before the process exits.
+    let _telemetry = init_logging(&config)?;
     // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
     let index = index_cmd::open_existing(&config)?.map(std::sync::Arc::new);
+    // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
+    // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
+    // checkpoint that does not load, stops the start.
+    let agent = agent_setup::load(&config, index.clone())?.map(std::sync::Arc::new);
+    let tool_schemas = match &agent {
+        Some(rt) => rt.agent.tools().tool_json_schemas()?,
+        None => agent_setup::build_tools(&config, index.as_ref(), None)?.tool_json_schemas()?,
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = server::bind(config.server.addr).await?;
@@ -145,7 +153,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        server::serve(listener, &config, index, tool_schemas).await
+        server::serve(listener, &config, index, tool_schemas, agent).await
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -9,8 +9,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use voxloop_retrieval::AudioIndex;
 
-use crate::audio_api;
+use crate::agent_setup::AgentRuntime;
 use crate::config::Config;
+use crate::{agent_api, audio_api};
 
 /// What `/healthz` answers.
 #[derive(Debug, Clone, Serialize)]
@@ -21,19 +22,80 @@ pub struct Health {
     pub model_configured: bool,
     /// Items in the audio index, if the service opened one.
     pub audio_index_items: Option<u64>,
+    /// The loaded agent (`null` without a model).
+    pub agent: Option<AgentHealth>,
 }
 
-/// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the configured
-/// built-in tools, as the model sees them) and `/v1/audio/search` (see [`audio_api`]).
-pub fn router(config: &Config, index: Option<Arc<AudioIndex>>, tool_schemas: String) -> Router {
-    let health = Health {
+/// The agent part of `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentHealth {
+    /// The checkpoint directory.
+    pub model_dir: String,
+    /// The tools the model is told of.
+    pub tools: Vec<String>,
+    /// `speech` or `text`: how new sessions answer by default.
+    pub mode: &'static str,
+    /// Sessions in memory, and the most kept.
+    pub sessions: usize,
+    pub max_sessions: usize,
+    /// Speech rendering (`null`: speech codes are streamed without audio).
+    pub voice: Option<VoiceHealth>,
+}
+
+/// Speech rendering in `/healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoiceHealth {
+    /// The voice sessions start in.
+    pub name: String,
+    /// The token2wav directory.
+    pub token2wav: String,
+    /// The output sample rate.
+    pub sample_rate: u32,
+}
+
+fn health(
+    config: &Config,
+    index: Option<&Arc<AudioIndex>>,
+    agent: Option<&AgentRuntime>,
+) -> Health {
+    Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         model_configured: config.model.dir.is_some(),
-        audio_index_items: index.as_ref().map(|i| i.text().num_docs()),
-    };
+        audio_index_items: index.map(|i| i.text().num_docs()),
+        agent: agent.map(|rt| AgentHealth {
+            model_dir: rt.model_dir.display().to_string(),
+            tools: rt.agent.tools().names().map(str::to_owned).collect(),
+            mode: if rt.defaults.speech { "speech" } else { "text" },
+            sessions: rt.sessions.len(),
+            max_sessions: rt.sessions.max(),
+            voice: rt.voice.as_ref().map(|v| VoiceHealth {
+                name: v.start.name.clone(),
+                token2wav: v.token2wav_dir.display().to_string(),
+                sample_rate: crate::speech::SAMPLE_RATE,
+            }),
+        }),
+    }
+}
+
+/// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
+/// model is told of), `/v1/audio/search` (see [`audio_api`]) and the session endpoints (see
+/// [`agent_api`]).
+pub fn router(
+    config: &Config,
+    index: Option<Arc<AudioIndex>>,
+    tool_schemas: String,
+    agent: Option<Arc<AgentRuntime>>,
+) -> Router {
+    let config = Arc::new(config.clone());
+    let (health_index, health_agent) = (index.clone(), agent.clone());
     Router::new()
-        .route("/healthz", get(move || async move { Json(health) }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                Json(health(&config, health_index.as_ref(), health_agent.as_deref()))
+            }),
+        )
         .route(
             "/v1/tools",
             get(move || async move {
@@ -42,6 +104,7 @@ pub fn router(config: &Config, index: Option<Arc<AudioIndex>>, tool_schemas: Str
         )
         .route("/v1/audio/search", get(audio_api::search))
         .with_state(index)
+        .merge(agent_api::router(agent))
 }
 
 /// Binds the listener, turning "address in use" and friends into one clear sentence.
@@ -68,6 +131,7 @@ pub async fn serve(
     config: &Config,
     index: Option<Arc<AudioIndex>>,
     tool_schemas: String,
+    agent: Option<Arc<AgentRuntime>>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())
@@ -80,7 +144,7 @@ pub async fn serve(
             _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
     };
-    axum::serve(listener, router(config, index, tool_schemas))
+    axum::serve(listener, router(config, index, tool_schemas, agent))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -56,3 +56,155 @@ pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// One HTTP/1.1 exchange with `Connection: close`: the status and the body (de-chunked).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write_request(&mut stream, addr, method, path, body);
+    let mut reader = BufReader::new(stream);
+    let (status, chunked) = read_head(&mut reader);
+    (status, String::from_utf8(read_body(&mut reader, chunked)).unwrap())
+}
+
+/// `POST` with a JSON body.
+pub fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    http_request(addr, "POST", path, Some(body))
+}
+
+fn write_request(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) {
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+}
+
+/// Reads the status line and headers; returns the status and whether the body is chunked.
+fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, bool) {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut chunked = false;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            return (status, chunked);
+        }
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+}
+
+/// The rest of a response body: de-chunked, or everything until the connection closes.
+fn read_body(reader: &mut BufReader<TcpStream>, chunked: bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    if chunked {
+        while let Some(chunk) = read_chunk(reader) {
+            body.extend(chunk);
+        }
+    } else {
+        reader.read_to_end(&mut body).unwrap();
+    }
+    body
+}
+
+/// The next chunk of a chunked body; `None` at its end (or when the connection ends).
+fn read_chunk(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let size = usize::from_str_radix(line.trim().split(';').next()?, 16).ok()?;
+    if size == 0 {
+        return None;
+    }
+    let mut chunk = vec![0; size + 2];
+    reader.read_exact(&mut chunk).ok()?;
+    chunk.truncate(size);
+    Some(chunk)
+}
+
+/// A server-sent event stream read as it arrives.
+pub struct Sse {
+    reader: BufReader<TcpStream>,
+    buffer: String,
+}
+
+/// One server-sent event: its name and its data.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+impl Sse {
+    /// Sends a `POST` and, for a `200`, returns the event stream; otherwise the status and
+    /// the body.
+    pub fn post(addr: SocketAddr, path: &str, body: &str) -> Result<Sse, (u16, String)> {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write_request(&mut stream, addr, "POST", path, Some(body));
+        let mut reader = BufReader::new(stream);
+        let (status, chunked) = read_head(&mut reader);
+        if status != 200 {
+            let body = read_body(&mut reader, chunked);
+            return Err((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+        assert!(chunked, "an event stream is sent chunked");
+        Ok(Sse { reader, buffer: String::new() })
+    }
+
+    /// The next event (comments skipped); `None` when the stream ends.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent { event: "message".into(), data: String::new() };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        event.event = name.trim().to_owned();
+                        any = true;
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        if !event.data.is_empty() {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(data.strip_prefix(' ').unwrap_or(data));
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some(event);
+                }
+                continue;
+            }
+            let chunk = read_chunk(&mut self.reader)?;
+            self.buffer.push_str(&String::from_utf8(chunk).unwrap());
+        }
+    }
+
+    /// Every remaining event, up to the end of the stream.
+    pub fn collect(mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_event() {
+            events.push(event);
+        }
+        events
+    }
+}

@@ -42,8 +42,8 @@ pub mod token2wav;
 pub use extract::{ExtractorOptions, ProfileExtractor};
 pub use library::{DefaultVoice, VoiceLibrary};
 pub use profile::VoiceProfile;
-pub use swap::{SessionVoice, SwapOutcome, VoiceStream, VoiceSwapper};
 pub use setup_cache::SetupCacheStats;
+pub use swap::{SessionVoice, SwapOutcome, VoiceStream, VoiceSwapper};
 pub use token2wav::{Token2Wav, Token2WavStream};
 
 use std::path::PathBuf;

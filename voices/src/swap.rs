@@ -282,6 +282,25 @@ impl VoiceSwapper {
     }
 }
 
+/// A voice stream is core's speech sink: speech codes in, 24 kHz samples out, in the
+/// session's current voice.
+impl voxloop_core::agent::SpeechSink for VoiceStream<'_> {
+    type Error = Error;
+
+    fn sample_rate(&self) -> u32 {
+        crate::token2wav::SAMPLE_RATE
+    }
+
+    fn push_codes(&mut self, codes: &[u16]) -> Result<Vec<f32>> {
+        let tokens: Vec<i64> = codes.iter().map(|&c| i64::from(c)).collect();
+        self.push(&tokens)
+    }
+
+    fn finish(&mut self) -> Result<Vec<f32>> {
+        VoiceStream::finish(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

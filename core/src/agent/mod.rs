@@ -69,6 +69,7 @@
 mod constraints;
 mod events;
 mod prompt;
+mod speech;
 mod stream;
 mod telemetry;
 mod turn;
@@ -82,6 +83,7 @@ use tch::Kind;
 
 pub use constraints::{ConstraintFactory, GrammarConstraints};
 pub use events::{AgentEvent, TurnEndReason, Usage};
+pub use speech::SpeechSink;
 pub use stream::{CancelHandle, TurnStream};
 
 use crate::audio::{AudioChunk, N_MELS};

@@ -15,6 +15,9 @@
 //! `gen_ai.response.time_to_first_chunk` (seconds, from submitting the step to the first
 //! generated id) for time to first token. `gen_ai.response.finish_reasons` is an array in
 //! OpenTelemetry; `tracing` records it as its JSON text (`["tool_calls"]`).
+//!
+//! Counts are recorded as `i64`: `tracing-opentelemetry` exports an `i64` as an integer
+//! attribute but a `u64` as its text.
 
 use std::time::Duration;
 
@@ -54,7 +57,7 @@ pub(crate) fn invoke_agent(config: &AgentConfig, conversation: &str) -> Span {
 pub(crate) fn end_invoke(span: &Span, reason: &TurnEndReason, usage: Usage, steps: usize) {
     span.record("gen_ai.agent.invocation.end_reason", reason.as_str());
     record_usage(span, usage);
-    span.record("voxloop.steps", steps as u64);
+    span.record("voxloop.steps", steps as i64);
     if let TurnEndReason::Error(message) = reason {
         span.record("error.type", "agent_error");
         span.record("otel.status_code", "ERROR");
@@ -95,23 +98,26 @@ pub(crate) fn chat(parent: &Span, step: &ChatStep<'_>) -> Span {
         gen_ai.request.model = %step.config.model_name,
         gen_ai.conversation.id = %step.conversation,
         gen_ai.output.type = output_type,
-        gen_ai.request.max_tokens = p.max_new_tokens as u64,
+        gen_ai.request.max_tokens = p.max_new_tokens as i64,
         gen_ai.request.temperature = p.temperature,
         gen_ai.request.top_p = p.top_p,
-        gen_ai.request.top_k = p.top_k as u64,
+        gen_ai.request.top_k = p.top_k as i64,
         gen_ai.request.seed = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.usage.output_audio_tokens = Empty,
         gen_ai.response.finish_reasons = Empty,
         gen_ai.response.time_to_first_chunk = Empty,
-        voxloop.step = step.step as u64,
+        voxloop.step = step.step as i64,
         voxloop.tool_choice = %choice,
         "error.type" = Empty,
         otel.status_code = Empty,
     );
     if let Some(seed) = p.seed {
-        span.record("gen_ai.request.seed", seed);
+        match i64::try_from(seed) {
+            Ok(seed) => span.record("gen_ai.request.seed", seed),
+            Err(_) => span.record("gen_ai.request.seed", seed),
+        };
     }
     span
 }
@@ -131,7 +137,7 @@ pub(crate) fn end_chat(span: &Span, usage: Usage, finish: &str, first_token: Opt
 }
 
 fn record_usage(span: &Span, usage: Usage) {
-    span.record("gen_ai.usage.input_tokens", usage.input_tokens as u64);
-    span.record("gen_ai.usage.output_tokens", usage.output_tokens as u64);
-    span.record("gen_ai.usage.output_audio_tokens", usage.audio_tokens as u64);
+    span.record("gen_ai.usage.input_tokens", usage.input_tokens as i64);
+    span.record("gen_ai.usage.output_tokens", usage.output_tokens as i64);
+    span.record("gen_ai.usage.output_audio_tokens", usage.audio_tokens as i64);
 }

@@ -1,0 +1,257 @@
+//! Building the service's agent from the configuration: the tools under their policies, the
+//! speech LLM, and (when token2wav and a voice profile are found) the speech renderer.
+//!
+//! Everything here is blocking work (checkpoints, libtorch, the voice library, the audio
+//! index): `voxloop serve` runs it on the main thread before the async runtime starts, and
+//! starts listening only once it is done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use voxloop_core::agent::{Agent, AgentConfig};
+use voxloop_core::audio::AudioLimits;
+use voxloop_core::protocol::ToolChoice;
+use voxloop_core::session::SessionSettings;
+use voxloop_core::tool::{Tool, ToolRegistry};
+use voxloop_policies::Policies;
+use voxloop_retrieval::AudioIndex;
+use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
+use voxloop_voices::{SessionVoice, VoiceLibrary, VoiceProfile, VoiceSwapper};
+
+use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
+use crate::sessions::SessionTable;
+use crate::speech::Renderer;
+
+/// Largest audio upload of one turn, before base64 (the request body limit is 4/3 of it
+/// plus room for the JSON around it).
+pub const MAX_AUDIO_BYTES: u64 = 24 * 1024 * 1024;
+
+/// The loaded agent and everything its turns use.
+pub struct AgentRuntime {
+    /// The speech LLM with its tools.
+    pub agent: Agent,
+    /// Settings of a new session, before the request's overrides.
+    pub defaults: SessionSettings,
+    /// Speech rendering, when a voice is loaded.
+    pub voice: Option<VoiceRuntime>,
+    /// The sessions.
+    pub sessions: SessionTable,
+    /// Held for a whole turn: one turn uses the model (and the shared voice of `timbre_rag`)
+    /// at a time.
+    pub model_lock: tokio::sync::Mutex<()>,
+    /// Limits on a turn's audio input.
+    pub audio_limits: AudioLimits,
+    /// The checkpoint directory.
+    pub model_dir: PathBuf,
+}
+
+/// token2wav on its thread and the voices.
+pub struct VoiceRuntime {
+    /// The render thread.
+    pub renderer: Renderer,
+    /// The voice new sessions start in.
+    pub start: Arc<VoiceProfile>,
+    /// The voice `timbre_rag` changes: set to the session's voice when its turn starts
+    /// (turns run one at a time), read back when it ends.
+    pub active: Arc<SessionVoice>,
+    /// Where token2wav was loaded from.
+    pub token2wav_dir: PathBuf,
+}
+
+/// The tools the agent gets: the enabled built-ins, `audio_search` when there is an index,
+/// `timbre_rag` when a voice is loaded; each wrapped in its `[agent.policies]` stack, and
+/// those the policies disable left out (so the model is not told of them).
+pub fn build_tools(
+    config: &Config,
+    index: Option<&Arc<AudioIndex>>,
+    timbre: Option<TimbreRag>,
+) -> anyhow::Result<ToolRegistry> {
+    let policies = Policies::new(config.agent.policies.clone())
+        .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
+    let tools = &config.tools;
+    let mut registry = ToolRegistry::new();
+    let on = |name: &str| policies.enabled(name);
+    let cfg = |e: voxloop_tools::Error| anyhow::anyhow!("config [tools]: {e}");
+    if tools.web_search.enabled && on(WebSearch::NAME) {
+        registry.register_with(
+            WebSearch::from_config(&tools.web_search).map_err(cfg)?,
+            policies.layers(),
+        )?;
+    }
+    if tools.date_time.enabled && on(DateTimeTool::NAME) {
+        registry.register_with(
+            DateTimeTool::from_config(&tools.date_time).map_err(cfg)?,
+            policies.layers(),
+        )?;
+    }
+    if tools.weather.enabled && on(WeatherTool::NAME) {
+        registry.register_with(
+            WeatherTool::from_config(&tools.weather).map_err(cfg)?,
+            policies.layers(),
+        )?;
+    }
+    if let Some(index) = index.filter(|_| on(AudioSearch::NAME)) {
+        registry.register_with(AudioSearch::new(Arc::clone(index)), policies.layers())?;
+    }
+    if let Some(timbre) = timbre.filter(|_| on(TimbreRag::NAME)) {
+        registry.register_with(timbre, policies.layers())?;
+    }
+    Ok(registry)
+}
+
+/// Reads a tool choice: `auto`, `none`, `required`, or a tool's name.
+pub fn parse_tool_choice(text: &str, tools: &ToolRegistry) -> Result<ToolChoice, String> {
+    let names = || tools.names().collect::<Vec<_>>().join(", ");
+    match text.trim() {
+        "auto" => Ok(ToolChoice::Auto),
+        "none" => Ok(ToolChoice::None),
+        "required" if tools.is_empty() => {
+            Err("tool_choice \"required\": no tool is enabled".into())
+        }
+        "required" => Ok(ToolChoice::Required),
+        name if tools.contains(name) => Ok(ToolChoice::Named(name.to_owned())),
+        other => Err(format!(
+            "tool_choice {other:?} is neither auto, none, required nor an enabled tool (tools: {})",
+            names()
+        )),
+    }
+}
+
+/// Loads the agent when `[model] dir` is set; `None` without a model. Errors name the
+/// setting at fault.
+pub fn load(
+    config: &Config,
+    index: Option<Arc<AudioIndex>>,
+) -> anyhow::Result<Option<AgentRuntime>> {
+    config.validate_agent()?;
+    let Some(model_dir) = config.model.dir.clone() else {
+        tracing::info!("no [model] dir (VOXLOOP_MODEL_DIR): the session endpoints answer 503");
+        return Ok(None);
+    };
+    if !model_dir.join("config.json").is_file() {
+        anyhow::bail!(
+            "[model] dir {}: not a Step-Audio 2 checkpoint directory (no config.json)",
+            model_dir.display()
+        );
+    }
+    let voice = load_voice(config)?;
+    let (timbre, voice) = match voice {
+        Some((library, start, token2wav_dir)) => {
+            let library = Arc::new(library);
+            let active = Arc::new(SessionVoice::new(Arc::clone(&start)));
+            let mut swapper = VoiceSwapper::new(Arc::clone(&library));
+            if let Some(index) = &index {
+                match library.register(index) {
+                    Ok(report) => {
+                        tracing::info!(added = report.added, "voices registered in the audio index")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register the voices in the audio index")
+                    }
+                }
+                swapper = swapper.with_index(Arc::clone(index));
+            }
+            let renderer = Renderer::spawn(token2wav_dir.clone(), config.model.device.resolve()?)?;
+            let timbre = TimbreRag::new(swapper, Arc::clone(&active));
+            (Some(timbre), Some(VoiceRuntime { renderer, start, active, token2wav_dir }))
+        }
+        None => (None, None),
+    };
+    let tools = build_tools(config, index.as_ref(), timbre)?;
+    let defaults = session_defaults(config, &tools)?;
+    let agent_config = AgentConfig::default().summarise_results_of(WebSearch::NAME);
+    let agent =
+        Agent::load(&model_dir, config.model.device, tools, agent_config).with_context(|| {
+            format!("loading the speech LLM from [model] dir {}", model_dir.display())
+        })?;
+    tracing::info!(
+        model = %model_dir.display(),
+        tools = ?agent.tools().names().collect::<Vec<_>>(),
+        voice = voice.as_ref().map(|v| v.start.name.as_str()),
+        "agent loaded"
+    );
+    Ok(Some(AgentRuntime {
+        agent,
+        defaults,
+        voice,
+        sessions: SessionTable::new(config.agent.max_sessions),
+        model_lock: tokio::sync::Mutex::new(()),
+        audio_limits: AudioLimits {
+            max_seconds: config.agent.max_audio_seconds,
+            max_bytes: MAX_AUDIO_BYTES,
+        },
+        model_dir,
+    }))
+}
+
+/// The `[agent]` table as session settings.
+fn session_defaults(config: &Config, tools: &ToolRegistry) -> anyhow::Result<SessionSettings> {
+    let a = &config.agent;
+    let mut s = SessionSettings::default();
+    if let Some(prompt) = &a.system_prompt {
+        s.system_prompt = prompt.clone();
+    }
+    s.speech = a.mode == AnswerMode::Speech;
+    s.tool_choice = parse_tool_choice(&a.tool_choice, tools)
+        .map_err(|e| anyhow::anyhow!("config field `agent.tool_choice`: {e}"))?;
+    s.max_steps = a.max_steps;
+    s.sampling.max_new_tokens = a.max_new_tokens;
+    s.sampling.seed = a.seed;
+    if let Some(t) = a.temperature {
+        s.sampling.temperature = t;
+    }
+    if let Some(p) = a.top_p {
+        s.sampling.top_p = p;
+    }
+    if let Some(k) = a.top_k {
+        s.sampling.top_k = k;
+    }
+    Ok(s)
+}
+
+type LoadedVoice = (VoiceLibrary, Arc<VoiceProfile>, PathBuf);
+
+/// The voice library, the starting voice and the token2wav directory, when all are there. A directory or voice named in the
+/// configuration must exist; the defaults may be absent (then turns stream speech codes only).
+fn load_voice(config: &Config) -> anyhow::Result<Option<LoadedVoice>> {
+    let Some((t2w_dir, explicit)) = config.token2wav_dir() else { return Ok(None) };
+    if !t2w_dir.join("flow.yaml").is_file() {
+        if explicit {
+            anyhow::bail!(
+                "[voice] token2wav {}: not a token2wav directory (no flow.yaml)",
+                t2w_dir.display()
+            );
+        }
+        tracing::info!(dir = %t2w_dir.display(), "no token2wav: turns stream speech codes without audio");
+        return Ok(None);
+    }
+    let (voices_dir, explicit_dir) = config.voices_dir();
+    if !voices_dir.is_dir() {
+        if explicit_dir {
+            anyhow::bail!("[voice] dir {}: no such directory", voices_dir.display());
+        }
+        tracing::info!(dir = %voices_dir.display(), "no voice library: turns stream speech codes without audio");
+        return Ok(None);
+    }
+    let library = VoiceLibrary::open(&voices_dir)
+        .with_context(|| format!("[voice] dir {}", voices_dir.display()))?;
+    let name = config.voice.name.as_deref().unwrap_or(DEFAULT_VOICE_NAME);
+    let Some(start) = library.get(name).cloned() else {
+        let known = library.profiles().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+        if config.voice.name.is_some() {
+            anyhow::bail!(
+                "[voice] name {name:?}: no such profile in {} (voices: {known})",
+                voices_dir.display()
+            );
+        }
+        tracing::info!(
+            dir = %voices_dir.display(),
+            voices = %known,
+            "no {DEFAULT_VOICE_NAME} voice (set [voice] name): turns stream speech codes without audio"
+        );
+        return Ok(None);
+    };
+    tracing::info!(token2wav = %t2w_dir.display(), voice = %start.name, "speech rendering on");
+    Ok(Some((library, start, t2w_dir)))
+}
