@@ -21,7 +21,7 @@ export ORT_DYLIB_PATH
 
 ARGS ?=
 
-.PHONY: run test build fmt clippy unit check-libtorch check-minilm check-onnxruntime
+.PHONY: run test build fmt clippy unit examples check-libtorch check-minilm check-onnxruntime
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -55,4 +55,12 @@ unit: check-libtorch check-minilm check-onnxruntime
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.
 	LD_LIBRARY_PATH=$(LIBTORCH)/lib $(CARGO) test --workspace --doc
 
-test: fmt clippy unit
+# Every example is a literate program that ends in assertions: run them all (on the test
+# fixtures: tiny random-weight models, a few seconds each; the unit step built them).
+examples: check-libtorch check-minilm check-onnxruntime
+	$(CARGO) run --quiet --example custom_tool
+	$(CARGO) run --quiet --example fact_lookup_agent
+	$(CARGO) run --quiet --example voice_clone
+	$(CARGO) run --quiet --example audio_search -- voices/tests/fixtures/prompt "a low voice"
+
+test: fmt clippy unit examples
