@@ -6,12 +6,15 @@
 //!                                  → 200 text/event-stream
 //! GET    /v1/sessions/{id}         → the session's summary
 //! DELETE /v1/sessions/{id}         → 204 (cancels a running turn)
+//! POST   /v1/sessions/{id}/approvals/{call_id}
+//!                                  {"approve": true} | {"approve": false, "reason"?} → 204
 //! ```
 //!
 //! A turn's events (`event:` name, JSON `data:`), in the order things happen:
 //! `text` {text, in_speech}, `audio_tokens` {codes}, `audio` {sample_rate, samples, pcm16}
 //! (base64 of 16-bit little-endian mono PCM; only when a voice is loaded), `tool_call`
-//! {id, name, arguments}, `tool_result` {id, name, ok, output | error, duration_ms},
+//! {id, name, arguments}, `approval_request` {id, name, arguments, timeout_ms} (see below),
+//! `tool_result` {id, name, ok, output | error, duration_ms},
 //! `usage` {step, input_tokens, output_tokens, audio_tokens}, `error` {message} (speech
 //! rendering failed; the turn goes on), and last, exactly once, `done` {reason, usage, turns,
 //! error?}.
@@ -23,6 +26,20 @@
 //!
 //! A client that disconnects mid-turn cancels the turn (the agent's barge-in): the history
 //! keeps what was generated and the answered tool calls, and the session takes its next turn.
+//!
+//! # Approvals
+//!
+//! A call of a tool configured with `approval = true` (`[agent.policies.tools.NAME]`) waits,
+//! after its `tool_call` event, for the client: the turn sends `approval_request` with the
+//! call's `id`, `name`, `arguments` and `timeout_ms` (the tool's `approval_timeout_ms`;
+//! `null`: no limit), and the client answers
+//! `POST /v1/sessions/{id}/approvals/{call_id}` with `{"approve": true}` or
+//! `{"approve": false, "reason": "..."}` (`204`). An approved call runs; a denied one, or one
+//! not answered in time, gets a `tool_result` with `ok: false` and error kind `denied` whose
+//! message (the reason included) is what the model reads. Answering an unknown call id is
+//! `404`; a call that no longer waits (answered, timed out, its turn cancelled) `409`; a
+//! malformed body `400`. A turn cancelled by a client that leaves or by `DELETE` withdraws its
+//! waiting calls, and a shutdown denies them (see [`crate::approvals`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,7 +53,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedMutexGuard};
@@ -44,8 +61,10 @@ use voxloop_core::agent::{AgentEvent, TurnEndReason, TurnInput, Usage};
 use voxloop_core::audio::{prepare_audio, AudioInput};
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::{Session, SessionSettings};
+use voxloop_policies::Approval;
 
 use crate::agent_setup::{parse_tool_choice, AgentRuntime};
+use crate::approvals::{self, AnswerError, Question, TurnApprovals};
 use crate::config::AnswerMode;
 use crate::sessions::{SessionState, Slot};
 use crate::speech::{pcm16_le, Rendered, Utterances, SAMPLE_RATE};
@@ -67,6 +86,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
         .route("/v1/sessions/{id}/turns", post(post_turn))
+        .route("/v1/sessions/{id}/approvals/{call_id}", post(answer_approval))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(state)
@@ -210,6 +230,7 @@ async fn delete_session(State(state): State<ApiState>, Path(id): Path<String>) -
     match rt.sessions.remove(&id) {
         Some(slot) => {
             slot.cancel_running();
+            rt.approvals.withdraw_session(&id);
             StatusCode::NO_CONTENT.into_response()
         }
         None => unknown_session(&id),
@@ -294,11 +315,63 @@ async fn post_turn(
     }
 
     let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    tokio::spawn(run_turn(rt, slot, guard, input, choice, tx));
+    let (turn_approvals, questions) = TurnApprovals::new(id);
+    let turn = run_turn(rt, slot, guard, input, choice, tx, questions);
+    tokio::spawn(approvals::scope(turn_approvals, turn));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+}
+
+/// The JSON body of `POST /v1/sessions/{id}/approvals/{call_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalAnswer {
+    approve: bool,
+    /// Why not, for the model (ignored with an approval).
+    reason: Option<String>,
+}
+
+async fn answer_approval(
+    State(state): State<ApiState>,
+    Path((id, call_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(rt) = state else { return no_model() };
+    if rt.sessions.get(&id).is_none() {
+        return unknown_session(&id);
+    }
+    let answer: ApprovalAnswer = match serde_json::from_slice(&body) {
+        Ok(answer) => answer,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid approval JSON ({e}): send {{\"approve\": true}} or \
+                     {{\"approve\": false, \"reason\": \"...\"}}"
+                ),
+            )
+        }
+    };
+    let approval = if answer.approve {
+        Approval::Approved
+    } else {
+        // The refusal the model reads ends the reason with its own full stop.
+        let reason = answer.reason.map(|r| r.trim().trim_end_matches('.').trim_end().to_owned());
+        let reason = reason.filter(|r| !r.is_empty());
+        Approval::Denied { reason }
+    };
+    match rt.approvals.answer(&id, &call_id, approval) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            let status = match e {
+                AnswerError::Unknown => StatusCode::NOT_FOUND,
+                AnswerError::Settled(_) => StatusCode::CONFLICT,
+            };
+            error(status, e.message(&id, &call_id))
+        }
+    }
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
@@ -373,7 +446,8 @@ async fn forward_rendered(out: &mut Out, speech: &mut Option<Utterances>, render
     }
 }
 
-/// Runs one turn of `slot`'s session and streams it to `tx`; see the module docs.
+/// Runs one turn of `slot`'s session and streams it to `tx`, with the approval requests of
+/// its tool calls from `questions`; see the module docs.
 async fn run_turn(
     rt: Arc<AgentRuntime>,
     slot: Arc<Slot>,
@@ -381,6 +455,7 @@ async fn run_turn(
     input: TurnInput,
     choice: Option<ToolChoice>,
     tx: mpsc::Sender<Event>,
+    mut questions: mpsc::UnboundedReceiver<Question>,
 ) {
     let mut out = Out { tx, gone: false };
     // One turn on the model at a time; a turn of another session waits here.
@@ -414,6 +489,13 @@ async fn run_turn(
             event = stream.next() => {
                 let Some(event) = event else { break };
                 handle_event(&mut out, &mut speech, event, &mut finished).await;
+            }
+            Some(question) = questions.recv() => {
+                // The call's `tool_call` event may still wait in the stream: it goes first.
+                while let Some(Some(event)) = stream.next().now_or_never() {
+                    handle_event(&mut out, &mut speech, event, &mut finished).await;
+                }
+                out.send("approval_request", question.to_json()).await;
             }
         }
         if out.gone && !cancel.is_cancelled() {

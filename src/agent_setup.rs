@@ -14,11 +14,12 @@ use voxloop_core::audio::AudioLimits;
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::SessionSettings;
 use voxloop_core::tool::{Tool, ToolRegistry};
-use voxloop_policies::Policies;
+use voxloop_policies::{Approver, Policies};
 use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
 use voxloop_voices::{SessionVoice, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
+use crate::approvals::Approvals;
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
 use crate::sessions::SessionTable;
 use crate::speech::Renderer;
@@ -44,6 +45,8 @@ pub struct AgentRuntime {
     pub audio_limits: AudioLimits,
     /// The checkpoint directory.
     pub model_dir: PathBuf,
+    /// The calls waiting for a client's approval (tools with `approval = true`).
+    pub approvals: Arc<Approvals>,
 }
 
 /// token2wav on its thread and the voices.
@@ -61,14 +64,19 @@ pub struct VoiceRuntime {
 
 /// The tools the agent gets: the enabled built-ins, `audio_search` when there is an index,
 /// `timbre_rag` when a voice is loaded; each wrapped in its `[agent.policies]` stack, and
-/// those the policies disable left out (so the model is not told of them).
+/// those the policies disable left out (so the model is not told of them). Without an
+/// `approver`, calls of tools with `approval = true` are refused.
 pub fn build_tools(
     config: &Config,
     index: Option<&Arc<AudioIndex>>,
     timbre: Option<TimbreRag>,
+    approver: Option<Arc<dyn Approver>>,
 ) -> anyhow::Result<ToolRegistry> {
-    let policies = Policies::new(config.agent.policies.clone())
+    let mut policies = Policies::new(config.agent.policies.clone())
         .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
+    if let Some(approver) = approver {
+        policies = policies.with_approver(approver);
+    }
     let tools = &config.tools;
     let mut registry = ToolRegistry::new();
     let on = |name: &str| policies.enabled(name);
@@ -158,7 +166,9 @@ pub fn load(
         }
         None => (None, None),
     };
-    let tools = build_tools(config, index.as_ref(), timbre)?;
+    let approvals = Arc::new(Approvals::new(config.agent.policies.clone()));
+    let approver: Arc<dyn Approver> = approvals.clone();
+    let tools = build_tools(config, index.as_ref(), timbre, Some(approver))?;
     let defaults = session_defaults(config, &tools)?;
     let agent_config = AgentConfig::default().summarise_results_of(WebSearch::NAME);
     let agent =
@@ -182,6 +192,7 @@ pub fn load(
             max_bytes: MAX_AUDIO_BYTES,
         },
         model_dir,
+        approvals,
     }))
 }
 

@@ -2,6 +2,7 @@
 
 mod agent_api;
 mod agent_setup;
+mod approvals;
 mod audio_api;
 mod config;
 mod generate_cmd;
@@ -141,7 +142,9 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let agent = agent_setup::load(&config, index.clone())?.map(std::sync::Arc::new);
     let tool_schemas = match &agent {
         Some(rt) => rt.agent.tools().tool_json_schemas()?,
-        None => agent_setup::build_tools(&config, index.as_ref(), None)?.tool_json_schemas()?,
+        None => {
+            agent_setup::build_tools(&config, index.as_ref(), None, None)?.tool_json_schemas()?
+        }
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

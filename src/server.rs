@@ -33,6 +33,10 @@ pub struct AgentHealth {
     pub model_dir: String,
     /// The tools the model is told of.
     pub tools: Vec<String>,
+    /// Those of them whose calls wait for the client's approval.
+    pub approval_required: Vec<String>,
+    /// Tool calls waiting for an approval now, in all sessions.
+    pub pending_approvals: usize,
     /// `speech` or `text`: how new sessions answer by default.
     pub mode: &'static str,
     /// Sessions in memory, and the most kept.
@@ -66,6 +70,14 @@ fn health(
         agent: agent.map(|rt| AgentHealth {
             model_dir: rt.model_dir.display().to_string(),
             tools: rt.agent.tools().names().map(str::to_owned).collect(),
+            approval_required: rt
+                .agent
+                .tools()
+                .names()
+                .filter(|name| rt.approvals.required(name))
+                .map(str::to_owned)
+                .collect(),
+            pending_approvals: rt.approvals.pending(),
             mode: if rt.defaults.speech { "speech" } else { "text" },
             sessions: rt.sessions.len(),
             max_sessions: rt.sessions.max(),
@@ -121,7 +133,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish.
+/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish (tool calls waiting
+/// for an approval are denied).
 ///
 /// The signal handlers are installed here, before the first request is accepted: a handler
 /// installed lazily (when the shutdown future is first polled, on a task of its own) leaves a
@@ -138,10 +151,15 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+    let approvals = agent.as_ref().map(|rt| Arc::clone(&rt.approvals));
     let shutdown = async move {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("Ctrl-C received, shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+        }
+        // A turn waiting for an approval would hold the shutdown up: deny, and let it end.
+        if let Some(approvals) = approvals {
+            approvals.withdraw_all();
         }
     };
     axum::serve(listener, router(config, index, tool_schemas, agent))

@@ -9,12 +9,19 @@ use std::process::{Child, Command, Output};
 
 use support::{http_get, signal, wait_exit};
 
+/// The binary with none of the caller's voxloop settings, and a data dir of its own: the
+/// working tree's `data/` (left by `make run`) holds an index that only one process may open.
 fn voxloop() -> Command {
+    let data = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests-data");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
     cmd.env_remove("LD_LIBRARY_PATH")
         .env_remove("VOXLOOP_CONFIG")
         .env_remove("VOXLOOP_ADDR")
         .env_remove("VOXLOOP_LOG")
+        .env_remove("VOXLOOP_MODEL_DIR")
+        .env_remove("VOXLOOP_TOKEN2WAV_DIR")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("VOXLOOP_DATA_DIR", data)
         .env("NO_COLOR", "1");
     cmd
 }

@@ -180,6 +180,13 @@ impl PolicyConfig {
         self.tool(tool).enable.unwrap_or(true) && listed.check(tool).is_ok()
     }
 
+    /// Whether calls of `tool` wait for an approval, and if so how long at most (`None`:
+    /// forever); `None` when `tool` needs no approval.
+    pub fn approval(&self, tool: &str) -> Option<Option<Duration>> {
+        let settings = self.effective(tool);
+        settings.approval.then_some(settings.approval_timeout)
+    }
+
     /// `tool`'s settings with every default applied.
     pub(crate) fn effective(&self, tool: &str) -> Effective {
         let p = self.tool(tool);
@@ -357,6 +364,21 @@ mod tests {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    #[test]
+    fn approval_settings_fall_back_to_the_defaults() {
+        let config: PolicyConfig = toml::from_str(
+            "[defaults]\napproval_timeout_ms = 9000\n[tools.a]\napproval = true\n\
+             [tools.b]\napproval = true\napproval_timeout_ms = 0\n[tools.c]\napproval = false",
+        )
+        .unwrap();
+        assert_eq!(config.approval("a"), Some(Some(Duration::from_secs(9))));
+        assert_eq!(config.approval("b"), Some(None), "0 waits forever");
+        assert_eq!(config.approval("c"), None);
+        assert_eq!(config.approval("unlisted"), None);
+        let plain: PolicyConfig = toml::from_str("[tools.a]\napproval = true").unwrap();
+        assert_eq!(plain.approval("a"), Some(Some(Duration::from_secs(120))), "built-in default");
     }
 
     #[test]
