@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::{http_get, http_post, http_request, signal, wait_exit, Sse, SseEvent};
+use support::{
+    create_session, http_get, http_post, http_request, json_body, session, signal, wait_exit, Sse,
+    SseEvent,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -72,22 +75,6 @@ const AGENT: &str = "[agent]\nmax_new_tokens = 12\nseed = 7\n";
 /// The configuration of most tests.
 fn basic() -> String {
     format!("{OFFLINE_TOOLS}\n{AGENT}")
-}
-
-fn json_body(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-fn create_session(addr: SocketAddr, body: &str) -> String {
-    let (status, text) = http_post(addr, "/v1/sessions", body);
-    assert_eq!(status, 201, "{text}");
-    json_body(&text)["id"].as_str().unwrap().to_owned()
-}
-
-fn session(addr: SocketAddr, id: &str) -> Value {
-    let (status, text) = http_request(addr, "GET", &format!("/v1/sessions/{id}"), None);
-    assert_eq!(status, 200, "{text}");
-    json_body(&text)
 }
 
 /// Runs a turn to its end and returns its events.

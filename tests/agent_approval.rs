@@ -12,7 +12,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{http_get, http_post, http_request, signal, wait_exit, Sse, SseEvent};
+use support::{
+    create_session, http_get, http_post, http_request, json_body, session, signal, wait_exit, Sse,
+    SseEvent,
+};
 
 /// A running service that is stopped (SIGTERM) when dropped.
 struct Server {
@@ -56,10 +59,6 @@ fn serve(policy: &str) -> Server {
     Server { child, addr, _dir: dir }
 }
 
-fn json_body(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
 /// `/healthz`'s `agent` object.
 fn agent_health(addr: SocketAddr) -> Value {
     let response = http_get(addr, "/healthz");
@@ -78,17 +77,10 @@ fn data(event: &SseEvent) -> Value {
 /// A session whose first step must call `get_date_time` (long enough for the grammar's
 /// call) and whose second step answers without tools.
 fn calling_session(addr: SocketAddr) -> String {
-    let body =
-        r#"{"tool_choice": "get_date_time", "max_new_tokens": 48, "max_steps": 1, "mode": "text"}"#;
-    let (status, text) = http_post(addr, "/v1/sessions", body);
-    assert_eq!(status, 201, "{text}");
-    json_body(&text)["id"].as_str().unwrap().to_owned()
-}
-
-fn session(addr: SocketAddr, id: &str) -> Value {
-    let (status, text) = http_request(addr, "GET", &format!("/v1/sessions/{id}"), None);
-    assert_eq!(status, 200, "{text}");
-    json_body(&text)
+    create_session(
+        addr,
+        r#"{"tool_choice": "get_date_time", "max_new_tokens": 48, "max_steps": 1, "mode": "text"}"#,
+    )
 }
 
 fn start_turn(addr: SocketAddr, id: &str) -> Sse {

@@ -208,3 +208,22 @@ impl Sse {
         events
     }
 }
+
+/// A response body as JSON, or a panic that shows the body.
+pub fn json_body(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// `POST /v1/sessions` with `body`; the new session's id.
+pub fn create_session(addr: SocketAddr, body: &str) -> String {
+    let (status, text) = http_post(addr, "/v1/sessions", body);
+    assert_eq!(status, 201, "{text}");
+    json_body(&text)["id"].as_str().unwrap().to_owned()
+}
+
+/// `GET /v1/sessions/{id}`: the session's summary.
+pub fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
+    let (status, text) = http_request(addr, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(status, 200, "{text}");
+    json_body(&text)
+}
