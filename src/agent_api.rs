@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! POST   /v1/sessions              {"mode"?, "tool_choice"?, sampling?}  → 201 {"id", ...}
+//! GET    /v1/sessions              → {"sessions": [{id, created_unix, turns, in_memory}]}
 //! POST   /v1/sessions/{id}/turns   {"text"?, "audio"? (base64 file), "tool_choice"?}
 //!                                  → 200 text/event-stream
 //! GET    /v1/sessions/{id}         → the session's summary
-//! DELETE /v1/sessions/{id}         → 204 (cancels a running turn)
+//! DELETE /v1/sessions/{id}         → 204 (cancels a running turn, deletes its files)
 //! POST   /v1/sessions/{id}/approvals/{call_id}
 //!                                  {"approve": true} | {"approve": false, "reason"?} → 204
 //! ```
@@ -17,12 +18,25 @@
 //! `tool_result` {id, name, ok, output | error, duration_ms},
 //! `usage` {step, input_tokens, output_tokens, audio_tokens}, `error` {message} (speech
 //! rendering failed; the turn goes on), and last, exactly once, `done` {reason, usage, turns,
-//! error?}.
+//! error?, save_error?}.
 //!
 //! Errors are `{"error": "..."}`: 400 for a malformed request (bad JSON, base64 or audio),
 //! 404 for an unknown session, 409 while the session is in another turn, 413 for a body over
 //! 32 MiB or audio over the limits, 503 without a model or when every session slot is busy.
 //! A refused request changes nothing in the session.
+//!
+//! # Saved sessions
+//!
+//! With `[agent] persist_sessions` (the default) every session is saved in `[agent]
+//! sessions_dir` (default `<data_dir>/sessions`, see [`crate::session_store`]) when it is
+//! created and after each turn, before the turn's `done`. A request naming a session that is
+//! not in memory (the service restarted, or the session was evicted past `max_sessions`)
+//! loads it from there first; its next turn prefills the history again. A saved file that
+//! cannot be read or parsed answers `500` with the session and the problem (and is logged);
+//! it leaves other sessions alone. A save that fails does not fail the turn: it is logged at
+//! warn, reported as `save_error` in the `done` event and in the session's summary (until a
+//! later save succeeds). Ids other than the form the service gives out never touch the disk
+//! (`404`).
 //!
 //! A client that disconnects mid-turn cancels the turn (the agent's barge-in): the history
 //! keeps what was generated and the answered tool calls, and the session takes its next turn.
@@ -53,21 +67,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use futures::{FutureExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, OwnedMutexGuard};
-use voxloop_core::agent::{AgentEvent, TurnEndReason, TurnInput, Usage};
+use serde_json::json;
+use tokio::sync::mpsc;
+use voxloop_core::agent::{TurnInput, Usage};
 use voxloop_core::audio::{prepare_audio, AudioInput};
-use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::{Session, SessionSettings};
 use voxloop_policies::Approval;
 
 use crate::agent_setup::{parse_tool_choice, AgentRuntime};
-use crate::approvals::{self, AnswerError, Question, TurnApprovals};
+use crate::approvals::{self, AnswerError, TurnApprovals};
 use crate::config::AnswerMode;
-use crate::sessions::{SessionState, Slot};
-use crate::speech::{pcm16_le, Rendered, Utterances, SAMPLE_RATE};
+use crate::sessions::SessionState;
+
+mod stored;
+mod turn;
 
 /// Largest request body (a turn with base64 audio).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -83,7 +97,7 @@ pub type ApiState = Option<Arc<AgentRuntime>>;
 /// The session routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
         .route("/v1/sessions/{id}/turns", post(post_turn))
         .route("/v1/sessions/{id}/approvals/{call_id}", post(answer_approval))
@@ -199,41 +213,59 @@ async fn create_session(State(state): State<ApiState>, body: axum::body::Bytes) 
     };
     let voice = rt.voice.as_ref().map(|v| Arc::clone(&v.start));
     let state = SessionState { session: Session::new(settings), voice };
+    let (state, save_error) = match stored::save_new(&rt, state).await {
+        Ok(saved) => saved,
+        Err(response) => return response,
+    };
     match rt.sessions.insert(state) {
         Ok((id, evicted)) => {
-            if let Some(old) = evicted {
-                tracing::info!(session = %old, "session evicted (max_sessions reached)");
+            stored::log_eviction(evicted);
+            let slot = rt.sessions.get(&id);
+            if let Some(slot) = &slot {
+                slot.set_save_error(save_error);
             }
-            let summary = rt.sessions.get(&id).map(|s| s.summary());
+            let summary = slot.map(|s| s.summary());
             (StatusCode::CREATED, Json(json!({ "id": id, "session": summary }))).into_response()
         }
-        Err(full) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "all {} session slots are in a turn; retry later or raise [agent] max_sessions",
-                full.max
-            ),
-        ),
+        Err(full) => stored::table_full(full),
+    }
+}
+
+async fn list_sessions(State(state): State<ApiState>) -> Response {
+    let Some(rt) = state else { return no_model() };
+    match stored::list(&rt).await {
+        Ok(sessions) => Json(json!({ "sessions": sessions })).into_response(),
+        Err(message) => {
+            tracing::warn!(error = %message, "cannot list the saved sessions");
+            error(StatusCode::INTERNAL_SERVER_ERROR, message)
+        }
     }
 }
 
 async fn get_session(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     let Some(rt) = state else { return no_model() };
-    match rt.sessions.get(&id) {
-        Some(slot) => Json(slot.summary()).into_response(),
-        None => unknown_session(&id),
+    match stored::find(&rt, &id).await {
+        Ok(slot) => Json(slot.summary()).into_response(),
+        Err(response) => response,
     }
 }
 
 async fn delete_session(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
     let Some(rt) = state else { return no_model() };
-    match rt.sessions.remove(&id) {
-        Some(slot) => {
-            slot.cancel_running();
-            rt.approvals.withdraw_session(&id);
-            StatusCode::NO_CONTENT.into_response()
+    let slot = rt.sessions.remove(&id);
+    if let Some(slot) = &slot {
+        // Before the files go: a turn that ends now does not write them again.
+        slot.mark_deleted();
+        slot.cancel_running();
+        rt.approvals.withdraw_session(&id);
+    }
+    match stored::remove(&rt, &id).await {
+        Ok(on_disk) if on_disk || slot.is_some() => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => unknown_session(&id),
+        Err(message) => {
+            tracing::warn!(session = %id, error = %message, "cannot delete the saved session");
+            error(StatusCode::INTERNAL_SERVER_ERROR, message)
         }
-        None => unknown_session(&id),
     }
 }
 
@@ -271,7 +303,10 @@ async fn post_turn(
         Some(Ok(choice)) => Some(choice),
         None => None,
     };
-    let Some(slot) = rt.sessions.get(&id) else { return unknown_session(&id) };
+    let slot = match stored::find(&rt, &id).await {
+        Ok(slot) => slot,
+        Err(response) => return response,
+    };
     let Some(guard) = slot.try_begin() else {
         return error(
             StatusCode::CONFLICT,
@@ -316,7 +351,7 @@ async fn post_turn(
 
     let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (turn_approvals, questions) = TurnApprovals::new(id);
-    let turn = run_turn(rt, slot, guard, input, choice, tx, questions);
+    let turn = turn::run_turn(rt, slot, guard, input, choice, tx, questions);
     tokio::spawn(approvals::scope(turn_approvals, turn));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
@@ -388,205 +423,4 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
         return Err("\"audio\" is empty".into());
     }
     Ok(bytes)
-}
-
-/// Where a turn's events go; notices a client that went away.
-struct Out {
-    tx: mpsc::Sender<Event>,
-    gone: bool,
-}
-
-impl Out {
-    async fn send(&mut self, name: &str, data: Value) {
-        if self.gone {
-            return;
-        }
-        let event = Event::default().event(name).data(data.to_string());
-        if self.tx.send(event).await.is_err() {
-            self.gone = true;
-        }
-    }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "audio_tokens": u.audio_tokens,
-    })
-}
-
-fn audio_json(pcm: &[f32]) -> Value {
-    json!({
-        "sample_rate": SAMPLE_RATE,
-        "samples": pcm.len(),
-        "pcm16": base64::engine::general_purpose::STANDARD.encode(pcm16_le(pcm)),
-    })
-}
-
-/// The next rendered output, or never when there is no renderer.
-async fn next_rendered(speech: &mut Option<Utterances>) -> Option<Rendered> {
-    match speech {
-        Some(s) => s.output.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn forward_rendered(out: &mut Out, speech: &mut Option<Utterances>, rendered: Rendered) {
-    match rendered {
-        Rendered::Pcm(pcm) => out.send("audio", audio_json(&pcm)).await,
-        Rendered::Failed(message) => {
-            out.send("error", json!({ "message": format!("speech rendering: {message}") })).await
-        }
-        Rendered::Flushed => {
-            if let Some(s) = speech.as_mut() {
-                s.flushed();
-            }
-        }
-    }
-}
-
-/// Runs one turn of `slot`'s session and streams it to `tx`, with the approval requests of
-/// its tool calls from `questions`; see the module docs.
-async fn run_turn(
-    rt: Arc<AgentRuntime>,
-    slot: Arc<Slot>,
-    mut guard: OwnedMutexGuard<SessionState>,
-    input: TurnInput,
-    choice: Option<ToolChoice>,
-    tx: mpsc::Sender<Event>,
-    mut questions: mpsc::UnboundedReceiver<Question>,
-) {
-    let mut out = Out { tx, gone: false };
-    // One turn on the model at a time; a turn of another session waits here.
-    let _model = rt.model_lock.lock().await;
-    let state = &mut *guard;
-    let session_choice =
-        choice.map(|c| std::mem::replace(&mut state.session.settings_mut().tool_choice, c));
-    let mut speech = None;
-    if let (Some(voice), Some(current)) = (&rt.voice, &state.voice) {
-        voice.active.set(Arc::clone(current));
-        if state.session.settings().speech {
-            speech = voice.renderer.open(Arc::clone(&voice.active));
-        }
-    }
-
-    let mut stream = rt.agent.run_turn(&mut state.session, input);
-    let cancel = stream.cancel_handle();
-    slot.set_running(Some(cancel.clone()));
-    let mut finished: Option<(TurnEndReason, Usage)> = None;
-    let mut closed = false;
-    loop {
-        tokio::select! {
-            _ = out.tx.closed(), if !closed => {
-                closed = true;
-                out.gone = true;
-            }
-            rendered = next_rendered(&mut speech) => match rendered {
-                Some(r) => forward_rendered(&mut out, &mut speech, r).await,
-                None => speech = None,
-            },
-            event = stream.next() => {
-                let Some(event) = event else { break };
-                handle_event(&mut out, &mut speech, event, &mut finished).await;
-            }
-            Some(question) = questions.recv() => {
-                // The call's `tool_call` event may still wait in the stream: it goes first.
-                while let Some(Some(event)) = stream.next().now_or_never() {
-                    handle_event(&mut out, &mut speech, event, &mut finished).await;
-                }
-                out.send("approval_request", question.to_json()).await;
-            }
-        }
-        if out.gone && !cancel.is_cancelled() {
-            tracing::info!(session = %slot.summary().id, "client went away: cancelling the turn");
-            cancel.cancel();
-            // Nothing more is said to nobody.
-            speech = None;
-        }
-    }
-    drop(stream);
-
-    // The speech of the last step, before `done`.
-    if let Some(s) = speech.as_mut() {
-        s.flush();
-    }
-    while speech.as_ref().is_some_and(|s| s.pending_flushes() > 0) {
-        match next_rendered(&mut speech).await {
-            Some(r) => forward_rendered(&mut out, &mut speech, r).await,
-            None => break,
-        }
-    }
-    drop(speech);
-
-    if let Some(choice) = session_choice {
-        state.session.settings_mut().tool_choice = choice;
-    }
-    if let Some(voice) = &rt.voice {
-        state.voice = Some(voice.active.current());
-    }
-    let (reason, usage) = finished.unwrap_or((
-        TurnEndReason::Error("the turn ended without finishing".into()),
-        Usage::default(),
-    ));
-    slot.end(state, usage, Some(reason.as_str()));
-    let summary = slot.summary();
-    let mut done = json!({
-        "reason": reason.as_str(),
-        "usage": usage_json(&usage),
-        "turns": summary.turns,
-    });
-    if let TurnEndReason::Error(message) = &reason {
-        tracing::warn!(session = %summary.id, error = %message, "turn failed");
-        done["error"] = Value::String(message.clone());
-    }
-    out.send("done", done).await;
-}
-
-async fn handle_event(
-    out: &mut Out,
-    speech: &mut Option<Utterances>,
-    event: AgentEvent,
-    finished: &mut Option<(TurnEndReason, Usage)>,
-) {
-    match event {
-        AgentEvent::TextDelta { text, in_speech } => {
-            out.send("text", json!({ "text": text, "in_speech": in_speech })).await
-        }
-        AgentEvent::AudioTokens(codes) => {
-            if let Some(s) = speech.as_mut() {
-                s.push(codes.clone());
-            }
-            out.send("audio_tokens", json!({ "codes": codes })).await
-        }
-        AgentEvent::ToolCallStarted { id, name, arguments } => {
-            out.send("tool_call", json!({ "id": id, "name": name, "arguments": arguments })).await
-        }
-        AgentEvent::ToolCallFinished { id, name, outcome, duration } => {
-            let mut data = json!({
-                "id": id,
-                "name": name,
-                "ok": outcome.is_ok(),
-                "duration_ms": duration.as_secs_f64() * 1000.0,
-            });
-            match outcome {
-                Ok(output) => data["output"] = Value::String(output),
-                Err(e) => {
-                    data["error"] = json!({ "kind": e.kind.as_str(), "message": e.model_message })
-                }
-            }
-            out.send("tool_result", data).await
-        }
-        AgentEvent::Usage { step, usage } => {
-            // A step ends: its speech is one utterance, rendered to the end now (before a
-            // tool runs).
-            if let Some(s) = speech.as_mut() {
-                s.flush();
-            }
-            let mut data = usage_json(&usage);
-            data["step"] = json!(step);
-            out.send("usage", data).await
-        }
-        AgentEvent::TurnFinished { reason, usage } => *finished = Some((reason, usage)),
-    }
 }

@@ -21,6 +21,7 @@ use voxloop_voices::{SessionVoice, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
 use crate::approvals::Approvals;
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
+use crate::session_store::SessionStore;
 use crate::sessions::SessionTable;
 use crate::speech::Renderer;
 
@@ -47,6 +48,8 @@ pub struct AgentRuntime {
     pub model_dir: PathBuf,
     /// The calls waiting for a client's approval (tools with `approval = true`).
     pub approvals: Arc<Approvals>,
+    /// Where sessions are saved (`None`: `[agent] persist_sessions = false`).
+    pub store: Option<SessionStore>,
 }
 
 /// token2wav on its thread and the voices.
@@ -55,6 +58,8 @@ pub struct VoiceRuntime {
     pub renderer: Renderer,
     /// The voice new sessions start in.
     pub start: Arc<VoiceProfile>,
+    /// The voices, to find a saved session's voice again.
+    pub library: Arc<VoiceLibrary>,
     /// The voice `timbre_rag` changes: set to the session's voice when its turn starts
     /// (turns run one at a time), read back when it ends.
     pub active: Arc<SessionVoice>,
@@ -162,10 +167,15 @@ pub fn load(
             }
             let renderer = Renderer::spawn(token2wav_dir.clone(), config.model.device.resolve()?)?;
             let timbre = TimbreRag::new(swapper, Arc::clone(&active));
-            (Some(timbre), Some(VoiceRuntime { renderer, start, active, token2wav_dir }))
+            let voice = VoiceRuntime { renderer, start, library, active, token2wav_dir };
+            (Some(timbre), Some(voice))
         }
         None => (None, None),
     };
+    let store = config.sessions_dir().map(SessionStore::open).transpose()?;
+    if let Some(store) = &store {
+        tracing::info!(dir = %store.dir().display(), "sessions are saved");
+    }
     let approvals = Arc::new(Approvals::new(config.agent.policies.clone()));
     let approver: Arc<dyn Approver> = approvals.clone();
     let tools = build_tools(config, index.as_ref(), timbre, Some(approver))?;
@@ -193,6 +203,7 @@ pub fn load(
         },
         model_dir,
         approvals,
+        store,
     }))
 }
 

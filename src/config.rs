@@ -133,6 +133,11 @@ pub struct AgentSection {
     pub max_sessions: usize,
     /// Longest audio input of one turn, in seconds.
     pub max_audio_seconds: f64,
+    /// Whether sessions are saved to disk (after their creation and every turn) and found
+    /// there again after a restart or an eviction.
+    pub persist_sessions: bool,
+    /// Where saved sessions live; unset: `<data_dir>/sessions`.
+    pub sessions_dir: Option<PathBuf>,
     /// Tower policies around every tool call (`[agent.policies]`, `[agent.policies.defaults]`,
     /// `[agent.policies.tools.NAME]`): see `voxloop_policies::PolicyConfig`.
     pub policies: voxloop_policies::PolicyConfig,
@@ -152,6 +157,8 @@ impl Default for AgentSection {
             seed: None,
             max_sessions: 64,
             max_audio_seconds: 120.0,
+            persist_sessions: true,
+            sessions_dir: None,
             policies: voxloop_policies::PolicyConfig::default(),
         }
     }
@@ -278,6 +285,18 @@ impl Config {
         }
     }
 
+    /// The directory of saved sessions: `[agent] sessions_dir`, else `<data_dir>/sessions`;
+    /// `None` when `[agent] persist_sessions` is false.
+    pub fn sessions_dir(&self) -> Option<PathBuf> {
+        if !self.agent.persist_sessions {
+            return None;
+        }
+        Some(match &self.agent.sessions_dir {
+            Some(dir) => dir.clone(),
+            None => self.paths.data_dir.join("sessions"),
+        })
+    }
+
     /// Checks the `[agent]` and `[voice]` values that TOML types cannot: ranges and names.
     /// The errors name the field.
     pub fn validate_agent(&self) -> Result<(), ConfigError> {
@@ -303,6 +322,12 @@ impl Config {
         }
         if let Some(p) = a.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(bad("top_p", format!("{p} is not in (0, 1]")));
+        }
+        if a.sessions_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(bad(
+                "sessions_dir",
+                "is empty: remove it (for <data_dir>/sessions) or name a directory".into(),
+            ));
         }
         if a.tool_choice.trim().is_empty() {
             return Err(bad(
@@ -452,12 +477,31 @@ mod tests {
             ("[agent]\ntop_p = 1.5\n", "agent.top_p"),
             ("[agent]\ntemperature = -1.0\n", "agent.temperature"),
             ("[agent]\nmax_sessions = 0\n", "agent.max_sessions"),
+            ("[agent]\nsessions_dir = \"\"\n", "agent.sessions_dir"),
             ("[voice]\nname = \" \"\n", "voice.name"),
         ] {
             let config = Config::from_toml(text, Path::new("v.toml")).unwrap();
             let err = config.validate_agent().unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn sessions_are_kept_under_the_data_dir_unless_configured_or_off() {
+        let config = Config::from_toml("[paths]\ndata_dir = \"d\"\n", Path::new("v.toml")).unwrap();
+        assert!(config.agent.persist_sessions);
+        assert_eq!(config.sessions_dir(), Some(PathBuf::from("d/sessions")));
+        let text = "[agent]\nsessions_dir = \"/var/lib/vox/s\"\n";
+        let config = Config::from_toml(text, Path::new("v.toml")).unwrap();
+        assert_eq!(config.sessions_dir(), Some(PathBuf::from("/var/lib/vox/s")));
+        let text = "[agent]\npersist_sessions = false\nsessions_dir = \"s\"\n";
+        let config = Config::from_toml(text, Path::new("v.toml")).unwrap();
+        config.validate_agent().unwrap();
+        assert_eq!(config.sessions_dir(), None);
+        let err = Config::from_toml("[agent]\npersist_sessions = \"yes\"\n", Path::new("v.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.persist_sessions"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod config;
 mod generate_cmd;
 mod index_cmd;
 mod server;
+mod session_store;
 mod sessions;
 mod speech;
 mod telemetry;

@@ -6,16 +6,22 @@
 //!
 //! The table holds at most `max` sessions. Creating one more evicts the session idle the
 //! longest (no turn running); when every session is in a turn, creation fails ([`Full`]).
+//! With `[agent] persist_sessions` an evicted session stays on disk
+//! ([`crate::session_store`]) and comes back into the table ([`SessionTable::restore`]) when
+//! a request names it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use voxloop_core::agent::{CancelHandle, Usage};
 use voxloop_core::session::Session;
 use voxloop_voices::VoiceProfile;
+
+use crate::session_store::Meta;
 
 /// What a turn works on.
 #[derive(Debug)]
@@ -47,10 +53,13 @@ pub struct Summary {
     pub last_end_reason: Option<&'static str>,
     /// Token counts over all turns.
     pub usage: UsageTotals,
+    /// Why the session's last save to disk failed (`null` when it succeeded, or when
+    /// sessions are not saved).
+    pub save_error: Option<String>,
 }
 
 /// Token counts over a session's turns.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageTotals {
     pub input_tokens: usize,
     pub output_tokens: usize,
@@ -70,6 +79,8 @@ impl std::ops::AddAssign<Usage> for UsageTotals {
 pub struct Slot {
     state: Arc<tokio::sync::Mutex<SessionState>>,
     info: Mutex<Info>,
+    /// Set by `DELETE`: a turn that ends afterwards must not save the session again.
+    deleted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -104,6 +115,12 @@ impl Slot {
     /// Updates the summary after a turn (or a request that did not run one: `reason` None)
     /// and marks the session idle. Call it while still holding the state.
     pub fn end(&self, state: &SessionState, usage: Usage, reason: Option<&'static str>) {
+        self.record(state, usage, reason);
+        self.idle();
+    }
+
+    /// Updates the summary after a turn (see [`Slot::end`]); the session stays busy.
+    pub fn record(&self, state: &SessionState, usage: Usage, reason: Option<&'static str>) {
         let mut info = self.info();
         refresh(&mut info.summary, state);
         if let Some(reason) = reason {
@@ -111,9 +128,36 @@ impl Slot {
             info.summary.last_end_reason = Some(reason);
             info.summary.usage += usage;
         }
-        info.summary.busy = false;
         info.running = None;
+    }
+
+    /// Marks the session idle (the end of [`Slot::end`]).
+    pub fn idle(&self) {
+        let mut info = self.info();
+        info.summary.busy = false;
         info.last_used = Instant::now();
+    }
+
+    /// What the service saves beside the session's history.
+    pub fn meta(&self, state: &SessionState) -> Meta {
+        let info = self.info();
+        let s = &info.summary;
+        Meta::new(&state.session, s.turns, s.last_end_reason, s.usage, s.voice.clone())
+    }
+
+    /// Records the outcome of a save (`None`: it succeeded).
+    pub fn set_save_error(&self, error: Option<String>) {
+        self.info().summary.save_error = error;
+    }
+
+    /// Marks the session deleted (see [`Slot::is_deleted`]).
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `DELETE` removed the session: its files stay removed.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
     }
 
     /// The summary now.
@@ -125,6 +169,41 @@ impl Slot {
         // Nothing panics while holding it; a poisoned lock still holds whole data.
         self.info.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+impl Slot {
+    /// A slot for `state`; with the counts of a session read back from disk, if `meta`.
+    fn new(state: SessionState, meta: Option<&Meta>) -> Self {
+        let mut summary = Summary {
+            id: state.session.id().to_owned(),
+            created_unix: state.session.created_unix(),
+            mode: "speech",
+            turns: 0,
+            history_entries: 0,
+            cached_tokens: 0,
+            voice: None,
+            busy: false,
+            last_end_reason: None,
+            usage: UsageTotals::default(),
+            save_error: None,
+        };
+        if let Some(meta) = meta {
+            summary.turns = meta.turns;
+            summary.last_end_reason = meta.last_end_reason.as_deref().and_then(end_reason);
+            summary.usage = meta.usage;
+        }
+        refresh(&mut summary, &state);
+        Self {
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+            info: Mutex::new(Info { summary, last_used: Instant::now(), running: None }),
+            deleted: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The static name of a turn's end read back from a file.
+fn end_reason(name: &str) -> Option<&'static str> {
+    ["completed", "max_steps", "interrupted", "error"].into_iter().find(|known| *known == name)
 }
 
 fn refresh(summary: &mut Summary, state: &SessionState) {
@@ -162,24 +241,34 @@ impl SessionTable {
     /// and, if one was evicted, that session's id.
     pub fn insert(&self, state: SessionState) -> Result<(String, Option<String>), Full> {
         let id = state.session.id().to_owned();
-        let mut summary = Summary {
-            id: id.clone(),
-            created_unix: state.session.created_unix(),
-            mode: "speech",
-            turns: 0,
-            history_entries: 0,
-            cached_tokens: 0,
-            voice: None,
-            busy: false,
-            last_end_reason: None,
-            usage: UsageTotals::default(),
-        };
-        refresh(&mut summary, &state);
-        let slot = Arc::new(Slot {
-            state: Arc::new(tokio::sync::Mutex::new(state)),
-            info: Mutex::new(Info { summary, last_used: Instant::now(), running: None }),
-        });
+        let slot = Arc::new(Slot::new(state, None));
+        let (_, evicted) = self.place(id.clone(), slot)?;
+        Ok((id, evicted))
+    }
+
+    /// Adds a session read back from disk with its counts (`meta`), like
+    /// [`SessionTable::insert`]; when the table already holds that session (another request
+    /// loaded it first), that one is kept and returned. Returns the slot and the evicted id.
+    pub fn restore(
+        &self,
+        state: SessionState,
+        meta: &Meta,
+    ) -> Result<(Arc<Slot>, Option<String>), Full> {
+        let id = state.session.id().to_owned();
+        self.place(id, Arc::new(Slot::new(state, Some(meta))))
+    }
+
+    /// The summaries of the sessions in the table.
+    pub fn summaries(&self) -> Vec<Summary> {
+        let slots: Vec<_> = self.slots().values().cloned().collect();
+        slots.iter().map(|s| s.summary()).collect()
+    }
+
+    fn place(&self, id: String, slot: Arc<Slot>) -> Result<(Arc<Slot>, Option<String>), Full> {
         let mut slots = self.slots();
+        if let Some(existing) = slots.get(&id) {
+            return Ok((Arc::clone(existing), None));
+        }
         let mut evicted = None;
         if slots.len() >= self.max {
             let idle = slots
@@ -195,8 +284,8 @@ impl SessionTable {
                 None => return Err(Full { max: self.max }),
             }
         }
-        slots.insert(id.clone(), slot);
-        Ok((id, evicted))
+        slots.insert(id, Arc::clone(&slot));
+        Ok((slot, evicted))
     }
 
     /// The session `id`.

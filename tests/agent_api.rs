@@ -9,7 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -21,10 +21,6 @@ use support::{
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_model() -> PathBuf {
-    root().join("core/tests/fixtures/llm/tiny_a")
 }
 
 /// A running service that is stopped (SIGTERM) when dropped.
@@ -48,20 +44,7 @@ fn serve(model: bool, toml: &str) -> Server {
     let config = dir.path().join("voxloop.toml");
     let data = dir.path().join("data");
     std::fs::write(&config, format!("[paths]\ndata_dir = {data:?}\n\n{toml}\n")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
-    cmd.env_remove("VOXLOOP_ADDR")
-        .env_remove("VOXLOOP_DATA_DIR")
-        .env_remove("VOXLOOP_TOKEN2WAV_DIR")
-        .env("VOXLOOP_LOG", "info")
-        .env("VOXLOOP_DEVICE", "cpu")
-        .arg("--config")
-        .arg(&config);
-    if model {
-        cmd.env("VOXLOOP_MODEL_DIR", tiny_model());
-    } else {
-        cmd.env_remove("VOXLOOP_MODEL_DIR");
-    }
-    let (child, addr) = support::start_server(cmd);
+    let (child, addr) = support::start_server(support::serve_command(&config, model));
     Server { child, addr, _dir: dir }
 }
 

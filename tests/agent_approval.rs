@@ -7,8 +7,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -45,17 +44,7 @@ fn serve(policy: &str) -> Server {
          [agent.policies.tools.get_date_time]\napproval = true\n{policy}\n"
     );
     std::fs::write(&config, toml).unwrap();
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("core/tests/fixtures/llm/tiny_a");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
-    cmd.env_remove("VOXLOOP_ADDR")
-        .env_remove("VOXLOOP_DATA_DIR")
-        .env_remove("VOXLOOP_TOKEN2WAV_DIR")
-        .env("VOXLOOP_LOG", "info")
-        .env("VOXLOOP_DEVICE", "cpu")
-        .env("VOXLOOP_MODEL_DIR", model)
-        .arg("--config")
-        .arg(&config);
-    let (child, addr) = support::start_server(cmd);
+    let (child, addr) = support::start_server(support::serve_command(&config, true));
     Server { child, addr, _dir: dir }
 }
 

@@ -227,3 +227,24 @@ pub fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
     assert_eq!(status, 200, "{text}");
     json_body(&text)
 }
+
+/// `voxloop serve --config <config>` on the CPU, logging at info, with the caller's address,
+/// data dir and token2wav overrides removed; the model is the tiny fixture checkpoint
+/// (`core/tests/fixtures/llm/tiny_a`) when `tiny_model`, else none.
+pub fn serve_command(config: &std::path::Path, tiny_model: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
+    cmd.env_remove("VOXLOOP_ADDR")
+        .env_remove("VOXLOOP_DATA_DIR")
+        .env_remove("VOXLOOP_TOKEN2WAV_DIR")
+        .env("VOXLOOP_LOG", "info")
+        .env("VOXLOOP_DEVICE", "cpu")
+        .arg("--config")
+        .arg(config);
+    if tiny_model {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        cmd.env("VOXLOOP_MODEL_DIR", root.join("core/tests/fixtures/llm/tiny_a"));
+    } else {
+        cmd.env_remove("VOXLOOP_MODEL_DIR");
+    }
+    cmd
+}
