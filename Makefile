@@ -56,11 +56,15 @@ unit: check-libtorch check-minilm check-onnxruntime
 	LD_LIBRARY_PATH=$(LIBTORCH)/lib $(CARGO) test --workspace --doc
 
 # Every example is a literate program that ends in assertions: run them all (on the test
-# fixtures: tiny random-weight models, a few seconds each; the unit step built them).
+# fixtures: tiny random-weight models, a few seconds each). Built with --workspace, as the unit
+# step built them: `cargo run --example` would resolve the root package's features alone and
+# rebuild half the dependency tree.
+EXAMPLES_BIN := $(or $(CARGO_TARGET_DIR),target)/debug/examples
 examples: check-libtorch check-minilm check-onnxruntime
-	$(CARGO) run --quiet --example custom_tool
-	$(CARGO) run --quiet --example fact_lookup_agent
-	$(CARGO) run --quiet --example voice_clone
-	$(CARGO) run --quiet --example audio_search -- voices/tests/fixtures/prompt "a low voice"
+	$(CARGO) build --workspace --examples
+	$(EXAMPLES_BIN)/custom_tool
+	$(EXAMPLES_BIN)/fact_lookup_agent
+	$(EXAMPLES_BIN)/voice_clone
+	$(EXAMPLES_BIN)/audio_search voices/tests/fixtures/prompt "a low voice"
 
 test: fmt clippy unit examples
