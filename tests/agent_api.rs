@@ -9,32 +9,16 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 use support::{
-    create_session, http_get, http_post, http_request, json_body, session, signal, wait_exit, Sse,
-    SseEvent,
+    create_session, http_get, http_post, http_request, json_body, session, Server, Sse, SseEvent,
 };
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A running service that is stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        signal(&self.child, "TERM");
-        wait_exit(&mut self.child);
-    }
 }
 
 /// Starts `voxloop serve` with `toml` after a `[paths]` table whose data dir is empty (no
@@ -45,7 +29,7 @@ fn serve(model: bool, toml: &str) -> Server {
     let data = dir.path().join("data");
     std::fs::write(&config, format!("[paths]\ndata_dir = {data:?}\n\n{toml}\n")).unwrap();
     let (child, addr) = support::start_server(support::serve_command(&config, model));
-    Server { child, addr, _dir: dir }
+    Server { child, addr, _dir: Some(dir) }
 }
 
 /// The tools that would need the network are off.

@@ -7,30 +7,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{
-    create_session, http_get, http_post, http_request, json_body, session, signal, wait_exit, Sse,
-    SseEvent,
+    create_session, http_get, http_post, http_request, json_body, session, signal, wait_exit,
+    Server, Sse, SseEvent,
 };
-
-/// A running service that is stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().unwrap().is_none() {
-            signal(&self.child, "TERM");
-            wait_exit(&mut self.child);
-        }
-    }
-}
 
 /// `voxloop serve` on the tiny checkpoint, the network tools off, short seeded steps, and
 /// `get_date_time` waiting for approval (with `policy` added to its policy section).
@@ -45,7 +28,7 @@ fn serve(policy: &str) -> Server {
     );
     std::fs::write(&config, toml).unwrap();
     let (child, addr) = support::start_server(support::serve_command(&config, true));
-    Server { child, addr, _dir: dir }
+    Server { child, addr, _dir: Some(dir) }
 }
 
 /// `/healthz`'s `agent` object.

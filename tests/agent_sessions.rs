@@ -7,27 +7,9 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 use serde_json::{json, Value};
-use support::{
-    create_session, http_get, http_request, json_body, session, signal, wait_exit, Sse, SseEvent,
-};
-
-/// A running service, stopped with SIGTERM (and waited for) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if self.child.try_wait().unwrap().is_none() {
-            signal(&self.child, "TERM");
-            wait_exit(&mut self.child);
-        }
-    }
-}
+use support::{create_session, http_get, http_request, json_body, session, Server, Sse, SseEvent};
 
 /// A data dir that outlives the servers started on it.
 struct Home {
@@ -59,7 +41,7 @@ impl Home {
         );
         std::fs::write(&config, toml).unwrap();
         let (child, addr) = support::start_server(support::serve_command(&config, true));
-        Server { child, addr }
+        Server { child, addr, _dir: None }
     }
 }
 

@@ -248,3 +248,20 @@ pub fn serve_command(config: &std::path::Path, tiny_model: bool) -> Command {
     }
     cmd
 }
+
+/// A running `voxloop serve`, stopped with SIGTERM when dropped (unless it exited already);
+/// `_dir` keeps its temporary config and data alive as long as it runs.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().unwrap().is_none() {
+            signal(&self.child, "TERM");
+            wait_exit(&mut self.child);
+        }
+    }
+}
