@@ -178,7 +178,7 @@ impl ProfileExtractor {
         }
         let frames = size[1];
         let values = tensor_values(mel)?;
-        let onnx = |e: ort::Error| self.onnx_error(&self.tokenizer_file, e);
+        let onnx = |e: ort::Error| model_error(&self.tokenizer_file, e);
         let feats = OrtTensor::from_array(([1, N_MELS as i64, frames], values)).map_err(onnx)?;
         let frame_count = i32::try_from(frames).map_err(|_| {
             Error::InvalidInput(format!("speech tokenizer input: {frames} frames is too many"))
@@ -195,12 +195,12 @@ impl ProfileExtractor {
             }
         };
         if tokens.is_empty() {
-            return Err(self.model_error(&self.tokenizer_file, "produced no speech tokens"));
+            return Err(model_error(&self.tokenizer_file, "produced no speech tokens"));
         }
         if let Some(bad) = tokens.iter().find(|&&t| !(0..SPEECH_CODEBOOK).contains(&t)) {
-            return Err(self.model_error(
+            return Err(model_error(
                 &self.tokenizer_file,
-                &format!("produced token {bad}, outside the {SPEECH_CODEBOOK}-code codebook"),
+                format!("produced token {bad}, outside the {SPEECH_CODEBOOK}-code codebook"),
             ));
         }
         Ok(tokens)
@@ -221,16 +221,16 @@ impl ProfileExtractor {
             )));
         }
         let values = tensor_values(features)?;
-        let onnx = |e: ort::Error| self.onnx_error(&self.speaker_file, e);
+        let onnx = |e: ort::Error| model_error(&self.speaker_file, e);
         let input =
             OrtTensor::from_array(([1, size[0], FBANK_BINS as i64], values)).map_err(onnx)?;
         let mut session = lock(&self.speaker, &self.speaker_file)?;
         let outputs = session.run(ort::inputs![input]).map_err(onnx)?;
         let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(onnx)?;
         if data.len() != SPEAKER_DIM {
-            return Err(self.model_error(
+            return Err(model_error(
                 &self.speaker_file,
-                &format!("produced {} values, a speaker embedding has {SPEAKER_DIM}", data.len()),
+                format!("produced {} values, a speaker embedding has {SPEAKER_DIM}", data.len()),
             ));
         }
         Ok(data.to_vec())
@@ -254,14 +254,11 @@ impl ProfileExtractor {
     pub fn profile_from_file(&self, name: &str, wav: &Path) -> Result<VoiceProfile> {
         self.profile(name, &PromptAudio::load(wav)?)
     }
+}
 
-    fn onnx_error(&self, file: &Path, error: ort::Error) -> Error {
-        Error::Onnx { file: file.to_path_buf(), message: error.to_string() }
-    }
-
-    fn model_error(&self, file: &Path, message: &str) -> Error {
-        Error::Onnx { file: file.to_path_buf(), message: message.to_owned() }
-    }
+/// An [`Error::Onnx`] about `file`.
+fn model_error(file: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Onnx { file: file.to_path_buf(), message: message.to_string() }
 }
 
 /// How a [`ProfileExtractor`] runs.
@@ -279,12 +276,12 @@ fn open_session(
     threads: Option<usize>,
 ) -> Result<Session> {
     if !file.is_file() {
-        return Err(Error::Onnx {
-            file: file.to_path_buf(),
-            message: "no such model file (the token2wav directory of the release has it)".into(),
-        });
+        return Err(model_error(
+            file,
+            "no such model file (the token2wav directory of the release has it)",
+        ));
     }
-    let onnx = |e: ort::Error| Error::Onnx { file: file.to_path_buf(), message: e.to_string() };
+    let onnx = |e: ort::Error| model_error(file, e);
     let mut builder = Session::builder(environment)
         .map_err(onnx)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -302,7 +299,7 @@ fn check_signature(
     inputs: &[(TensorElementType, usize)],
     first_output: &[TensorElementType],
 ) -> Result<()> {
-    let wrong = |message: String| Error::Onnx { file: file.to_path_buf(), message };
+    let wrong = |message: String| model_error(file, message);
     if session.inputs().len() != inputs.len() {
         return Err(wrong(format!(
             "the model takes {} inputs, expected {}",
@@ -335,8 +332,7 @@ fn lock<'a>(
     session: &'a Mutex<Session>,
     file: &Path,
 ) -> Result<std::sync::MutexGuard<'a, Session>> {
-    session.lock().map_err(|_| Error::Onnx {
-        file: file.to_path_buf(),
-        message: "an earlier run panicked while holding the session".into(),
-    })
+    session
+        .lock()
+        .map_err(|_| model_error(file, "an earlier run panicked while holding the session"))
 }
