@@ -137,3 +137,69 @@ fn parity_reduced_precision_load() {
         assert!(err < 0.1 * scale, "{kind:?} prefill is far from the f32 reference: {err}");
     }
 }
+
+/// The top two values of a 1-d logits row, best first.
+fn top_two(logits: &Tensor) -> (f64, f64) {
+    let (values, _) = logits.topk(2, -1, true, true);
+    (values.double_value(&[0]), values.double_value(&[1]))
+}
+
+/// What matters of reduced precision is the tokens it picks: over the prefill and 32 decode
+/// steps of checkpoint B (teacher-forced with the f32 reference's greedy ids), the bf16 and f16
+/// models' argmax must equal the reference's wherever the reference's top-two gap exceeds the
+/// step's own logit error (where it does not, either pick is within rounding). Prints the share
+/// of agreement and the smallest gap.
+#[test]
+fn parity_reduced_precision_greedy_agreement() {
+    let reference = Reference::load("b");
+    let inputs = Inputs::load();
+    let prompt = reference.ids("prompt_ids");
+    let greedy = reference.ids("greedy_ids");
+    let decode = reference.tensor("decode_logits");
+    // Step i's reference logits: the prefill's, then decode step i - 1's (which pick greedy[i]).
+    let want: Vec<Tensor> = std::iter::once(reference.tensor("prefill_logits").shallow_clone())
+        .chain((0..greedy.len() - 1).map(|i| decode.get(i as i64)))
+        .collect();
+    for kind in [Kind::BFloat16, Kind::Half] {
+        let mut model = StepAudio2::load(&checkpoint("b"), Device::Cpu, kind).unwrap();
+        let mut got =
+            vec![model.prefill(&prompt, &inputs.two_chunks, reference.audio_patch_id()).unwrap()];
+        for &token in &greedy[..greedy.len() - 1] {
+            got.push(model.decode(token).unwrap());
+        }
+        let (mut agree, mut smallest_gap, mut excused) = (0usize, f64::INFINITY, 0usize);
+        for (step, (ours, theirs)) in got.iter().zip(&want).enumerate() {
+            let (first, second) = top_two(theirs);
+            let gap = first - second;
+            smallest_gap = smallest_gap.min(gap);
+            assert_eq!(argmax(theirs), greedy[step], "the fixture's greedy ids follow its logits");
+            if argmax(ours) == greedy[step] {
+                agree += 1;
+                continue;
+            }
+            // A different pick is rounding only if the gap is within this step's error.
+            let err = max_abs_diff(ours, theirs);
+            assert!(
+                gap <= 2.0 * err,
+                "{kind:?} step {step}: picked {} instead of {} though the reference's top-two gap \
+                 {gap:.4} exceeds twice the logit error {err:.4}",
+                argmax(ours),
+                greedy[step]
+            );
+            excused += 1;
+        }
+        let share = agree as f64 / got.len() as f64;
+        println!(
+            "config b loaded as {kind:?}: argmax agrees with f32 at {agree}/{} steps ({:.1} %), \
+             {excused} within rounding; smallest reference top-two gap {smallest_gap:.4}",
+            got.len(),
+            100.0 * share
+        );
+        assert!(
+            share >= 0.9,
+            "{kind:?} picks differ from f32 at {} of {} steps",
+            got.len() - agree,
+            got.len()
+        );
+    }
+}

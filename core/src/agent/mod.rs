@@ -78,6 +78,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tch::Kind;
 
@@ -110,6 +111,10 @@ pub struct AgentConfig {
     pub max_result_chars: usize,
     /// Trusted text appended to a tool's successful result, by tool name.
     pub result_instructions: HashMap<String, String>,
+    /// The instant a new session's system prompt dates itself by; `None`: the system clock.
+    /// The date line is part of the prompt, so it changes what the model generates: fix it
+    /// where runs must repeat (tests, evaluations, replays).
+    pub fixed_now: Option<SystemTime>,
 }
 
 impl Default for AgentConfig {
@@ -120,6 +125,7 @@ impl Default for AgentConfig {
             tool_concurrency: 4,
             max_result_chars: 8000,
             result_instructions: HashMap::new(),
+            fixed_now: None,
         }
     }
 }
@@ -131,6 +137,11 @@ impl AgentConfig {
     pub fn summarise_results_of(mut self, tool: impl Into<String>) -> Self {
         self.result_instructions.insert(tool.into(), SEARCH_SUMMARY_INSTRUCTION.to_owned());
         self
+    }
+
+    /// The instant system prompts date themselves by: [`AgentConfig::fixed_now`], else now.
+    pub fn now(&self) -> SystemTime {
+        self.fixed_now.unwrap_or_else(SystemTime::now)
     }
 }
 

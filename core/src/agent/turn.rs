@@ -3,7 +3,7 @@
 //! [`super`] for the cancellation rules).
 
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
@@ -96,7 +96,7 @@ impl TurnRun<'_> {
         };
         self.agent.prepare_cache(session).await?;
         if session.history().is_empty() {
-            let text = session.settings().system_text(SystemTime::now());
+            let text = session.settings().system_text(self.agent.config.now());
             session.push_turn(Turn::System { text });
             if !self.agent.tools.is_empty() {
                 let json = self.agent.tools.tool_json_schemas()?;

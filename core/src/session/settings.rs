@@ -1,8 +1,11 @@
 //! [`SessionSettings`]: what a conversation is configured to do, and the system prompt it
 //! writes (with today's date).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use jiff::civil::Date;
+use jiff::tz::Offset;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::generate::SamplingParams;
@@ -126,16 +129,11 @@ impl SessionSettings {
     /// instruction, one per line (blank parts left out), as the official examples lay it
     /// out.
     pub fn system_text(&self, now: SystemTime) -> String {
-        let secs = match now.duration_since(UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-        };
-        let local = secs.saturating_add(i64::from(self.utc_offset_minutes) * 60);
-        let date = CivilDate::from_unix_days(local.div_euclid(86_400));
+        let date = local_date(now, self.utc_offset_minutes);
         let date_line = match self.date_line {
             DateLine::Off => String::new(),
-            DateLine::Chinese => date.chinese(),
-            DateLine::English => date.english(),
+            DateLine::Chinese => chinese_date_line(date),
+            DateLine::English => english_date_line(date),
         };
         let lines = [
             self.system_prompt.as_str(),
@@ -155,44 +153,32 @@ impl SessionSettings {
     }
 }
 
-/// A day of the proleptic Gregorian calendar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct CivilDate {
-    year: i64,
-    month: u32,
-    day: u32,
-    /// 0 = Monday … 6 = Sunday.
-    weekday: u32,
+/// The calendar day at `now` in the zone `utc_offset_minutes` east of UTC (out-of-range
+/// offsets count as UTC, instants jiff cannot represent as the epoch).
+fn local_date(now: SystemTime, utc_offset_minutes: i32) -> Date {
+    let offset = Offset::from_seconds(utc_offset_minutes.saturating_mul(60)).unwrap_or(Offset::UTC);
+    let instant = Timestamp::try_from(now).unwrap_or(Timestamp::UNIX_EPOCH);
+    offset.to_datetime(instant).date()
 }
 
-impl CivilDate {
-    /// The date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`).
-    fn from_unix_days(days: i64) -> Self {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        // 1970-01-01 was a Thursday (3 with Monday = 0).
-        let weekday = (days + 3).rem_euclid(7) as u32;
-        Self { year, month, day, weekday }
-    }
+/// `今天是2025年8月28日，星期四`.
+fn chinese_date_line(date: Date) -> String {
+    const DAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
+    let weekday = DAYS[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs()) % 7];
+    format!("今天是{}年{}月{}日，星期{weekday}", date.year(), date.month(), date.day())
+}
 
-    fn chinese(&self) -> String {
-        const DAYS: [&str; 7] = ["一", "二", "三", "四", "五", "六", "日"];
-        let weekday = DAYS.get(self.weekday as usize).copied().unwrap_or("");
-        format!("今天是{}年{}月{}日，星期{weekday}", self.year, self.month, self.day)
-    }
-
-    fn english(&self) -> String {
-        let weekday = ENGLISH_WEEKDAYS.get(self.weekday as usize).copied().unwrap_or("");
-        let month = ENGLISH_MONTHS.get(self.month as usize - 1).copied().unwrap_or("");
-        format!("Today is {weekday}, {month} {}, {}.", self.day, self.year)
-    }
+/// `Today is Thursday, August 28, 2025.`
+fn english_date_line(date: Date) -> String {
+    let weekday = usize::from(date.weekday().to_monday_zero_offset().unsigned_abs());
+    let month = usize::from(date.month().unsigned_abs());
+    format!(
+        "Today is {}, {} {}, {}.",
+        ENGLISH_WEEKDAYS[weekday % 7],
+        ENGLISH_MONTHS[(month + 11) % 12],
+        date.day(),
+        date.year()
+    )
 }
 
 /// English weekday names, Monday first.
@@ -217,23 +203,33 @@ pub const ENGLISH_MONTHS: [&str; 12] = [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
     #[test]
-    fn civil_dates_match_known_days() {
+    fn local_dates_match_known_days() {
+        let date = |secs: i64, offset: i32| {
+            let now = if secs >= 0 {
+                UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+            } else {
+                UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            };
+            let d = local_date(now, offset);
+            (d.year(), d.month(), d.day(), d.weekday().to_monday_zero_offset())
+        };
         // 2025-08-28 (a Thursday) is day 20328 after the epoch.
-        let d = CivilDate::from_unix_days(20_328);
-        assert_eq!((d.year, d.month, d.day, d.weekday), (2025, 8, 28, 3));
-        let d = CivilDate::from_unix_days(0);
-        assert_eq!((d.year, d.month, d.day, d.weekday), (1970, 1, 1, 3));
-        let d = CivilDate::from_unix_days(11_016); // 2000-02-29, a Tuesday
-        assert_eq!((d.year, d.month, d.day, d.weekday), (2000, 2, 29, 1));
-        let d = CivilDate::from_unix_days(-1);
-        assert_eq!((d.year, d.month, d.day, d.weekday), (1969, 12, 31, 2));
+        assert_eq!(date(20_328 * 86_400, 0), (2025, 8, 28, 3));
+        assert_eq!(date(0, 0), (1970, 1, 1, 3));
+        assert_eq!(date(11_016 * 86_400, 0), (2000, 2, 29, 1)); // a Tuesday
+        assert_eq!(date(-1, 0), (1969, 12, 31, 2));
+        // 23:30 UTC is the next day in UTC+8, the same day in UTC-5.
+        assert_eq!(date(20_327 * 86_400 + 23 * 3600 + 1800, 480), (2025, 8, 28, 3));
+        assert_eq!(date(20_327 * 86_400 + 23 * 3600 + 1800, -300), (2025, 8, 27, 2));
+        // An offset beyond ±26 h counts as UTC.
+        assert_eq!(date(20_328 * 86_400, i32::MAX), (2025, 8, 28, 3));
     }
 
     #[test]

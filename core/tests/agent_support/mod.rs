@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use schemars::JsonSchema;
@@ -35,8 +35,17 @@ pub fn tokenizer() -> StepTokenizer {
     StepTokenizer::from_file(checkpoint().join("tokenizer.json")).unwrap()
 }
 
-/// The tiny random checkpoint behind an agent with `tools`.
-pub fn agent(tools: ToolRegistry, config: AgentConfig) -> Agent {
+/// The instant the test agents' system prompts are dated by (2025-08-28 04:00 UTC): the
+/// date line is part of the prompt, and a random-weight model's sampled ids follow it, so a
+/// test run on another day must see the same prompt.
+pub fn test_now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(20_328 * 86_400 + 4 * 3600)
+}
+
+/// The tiny random checkpoint behind an agent with `tools`, its clock fixed at
+/// [`test_now`] unless `config` fixes another.
+pub fn agent(tools: ToolRegistry, mut config: AgentConfig) -> Agent {
+    config.fixed_now.get_or_insert_with(test_now);
     Agent::load(&checkpoint(), DeviceSpec::Cpu, tools, config).unwrap()
 }
 
