@@ -21,7 +21,8 @@ export ORT_DYLIB_PATH
 
 ARGS ?=
 
-.PHONY: run test build fmt clippy unit examples check-libtorch check-minilm check-onnxruntime
+.PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
+  check-onnxruntime
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -48,6 +49,8 @@ fmt:
 
 clippy: check-libtorch
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The Qdrant server backend is off by default; compile and lint it too.
+	$(CARGO) clippy -p voxloop-retrieval --all-targets --features qdrant-server -- -D warnings
 
 unit: check-libtorch check-minilm check-onnxruntime
 	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
@@ -67,4 +70,14 @@ examples: check-libtorch check-minilm check-onnxruntime
 	$(EXAMPLES_BIN)/voice_clone
 	$(EXAMPLES_BIN)/audio_search voices/tests/fixtures/prompt "a low voice"
 
-test: fmt clippy unit examples
+# The agent and service tests again at three other dates and with 1 and 2 threads (libfaketime;
+# scripts/faketime.sh fetches it when Debian's is not installed): no test may depend on the day.
+date-check: check-libtorch check-minilm check-onnxruntime
+	$(CARGO) build --workspace --examples
+	VOXLOOP_REQUIRE_MODELS=1 scripts/date_check.sh
+
+# The parity tests alone (model code against the upstream reference fixtures).
+parity: check-libtorch check-minilm check-onnxruntime
+	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets parity
+
+test: fmt clippy unit examples date-check

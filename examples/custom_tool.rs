@@ -18,6 +18,7 @@
 //! descriptions it reads.
 
 use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -54,7 +55,9 @@ impl Length {
 /// What the model fills in when it calls the converter.
 #[derive(Debug, Deserialize, JsonSchema)]
 struct ConvertArgs {
-    /// The length to convert, as a number.
+    /// The length to convert, as a number. The range is part of the schema, so the grammar
+    /// keeps the model's number within it (an unbounded JSON number can overflow an f64).
+    #[schemars(range(min = 0.0, max = 1.0e9))]
     value: f64,
     /// The unit `value` is in.
     from: Length,
@@ -113,7 +116,13 @@ async fn main() -> anyhow::Result<()> {
     tools.register(UnitConverter)?;
     println!("The model is shown:\n{}\n", tools.tool_json_schemas()?);
 
-    let agent = Agent::load(&checkpoint, DeviceSpec::Auto, tools, AgentConfig::default())
+    // The system prompt states the date; on the random fixture model a fixed one keeps the
+    // run the same on every day (a real model does not need it).
+    let agent_config = AgentConfig {
+        fixed_now: tiny.then(|| UNIX_EPOCH + Duration::from_secs(1_756_353_600)), // 2025-08-28
+        ..AgentConfig::default()
+    };
+    let agent = Agent::load(&checkpoint, DeviceSpec::Auto, tools, agent_config)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
 
     let mut settings = SessionSettings {

@@ -18,6 +18,7 @@
 //! model choose a tool itself.
 
 use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -61,7 +62,12 @@ async fn main() -> anyhow::Result<()> {
     println!("The model is shown:\n{}\n", tools.tool_json_schemas()?);
 
     // Upstream appends its summary instruction to search results; so does this agent.
-    let agent_config = AgentConfig::default().summarise_results_of("web_search");
+    // On the random fixture model the date in the system prompt is fixed, so that the run is
+    // the same on every day.
+    let agent_config = AgentConfig {
+        fixed_now: tiny.then(|| UNIX_EPOCH + Duration::from_secs(1_756_353_600)), // 2025-08-28
+        ..AgentConfig::default().summarise_results_of("web_search")
+    };
     let agent = Agent::load(&checkpoint, DeviceSpec::Auto, tools, agent_config)
         .with_context(|| format!("loading {}", checkpoint.display()))?;
 

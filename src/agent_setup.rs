@@ -180,7 +180,10 @@ pub fn load(
     let approver: Arc<dyn Approver> = approvals.clone();
     let tools = build_tools(config, index.as_ref(), timbre, Some(approver))?;
     let defaults = session_defaults(config, &tools)?;
-    let agent_config = AgentConfig::default().summarise_results_of(WebSearch::NAME);
+    let agent_config = AgentConfig {
+        fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,
+        ..AgentConfig::default().summarise_results_of(WebSearch::NAME)
+    };
     let agent =
         Agent::load(&model_dir, config.model.device, tools, agent_config).with_context(|| {
             format!("loading the speech LLM from [model] dir {}", model_dir.display())

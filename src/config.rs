@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use voxloop_core::DeviceSpec;
@@ -128,6 +129,10 @@ pub struct AgentSection {
     pub top_k: Option<usize>,
     /// Base seed, for reproducible conversations; unset: seeded by the OS.
     pub seed: Option<u64>,
+    /// An RFC 3339 instant (`2025-08-28T04:00:00Z`) that new sessions' system prompts are
+    /// dated by instead of the clock (`VOXLOOP_FIXED_NOW`): with `seed`, a conversation then
+    /// replays identically on any day (tests, evaluations).
+    pub fixed_now: Option<String>,
     /// Sessions kept in memory; creating one more evicts the longest idle one (a session in a
     /// turn is never evicted; if all are, creation answers 503).
     pub max_sessions: usize,
@@ -155,6 +160,7 @@ impl Default for AgentSection {
             top_p: None,
             top_k: None,
             seed: None,
+            fixed_now: None,
             max_sessions: 64,
             max_audio_seconds: 120.0,
             persist_sessions: true,
@@ -257,6 +263,9 @@ impl Config {
         if let Some(dir) = env("VOXLOOP_TOKEN2WAV_DIR") {
             self.voice.token2wav = Some(PathBuf::from(dir));
         }
+        if let Some(now) = env("VOXLOOP_FIXED_NOW") {
+            self.agent.fixed_now = Some(now);
+        }
         if let Some(filter) = env("VOXLOOP_LOG") {
             self.log.filter = filter;
         }
@@ -297,6 +306,11 @@ impl Config {
         })
     }
 
+    /// `[agent] fixed_now` as an instant (`None`: the clock), or why it is not one.
+    pub fn fixed_now(&self) -> Result<Option<SystemTime>, String> {
+        self.agent.fixed_now.as_deref().map(parse_instant).transpose()
+    }
+
     /// Checks the `[agent]` and `[voice]` values that TOML types cannot: ranges and names.
     /// The errors name the field.
     pub fn validate_agent(&self) -> Result<(), ConfigError> {
@@ -322,6 +336,9 @@ impl Config {
         }
         if let Some(p) = a.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(bad("top_p", format!("{p} is not in (0, 1]")));
+        }
+        if let Err(message) = self.fixed_now() {
+            return Err(bad("fixed_now", message));
         }
         if a.sessions_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
             return Err(bad(
@@ -359,6 +376,14 @@ mod device_string {
         let text = String::deserialize(d)?;
         text.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// An RFC 3339 instant with its offset (`2025-08-28T04:00:00Z`, `2025-08-28T12:00:00+08:00`).
+pub fn parse_instant(text: &str) -> Result<SystemTime, String> {
+    let instant: jiff::Timestamp = text.trim().parse().map_err(|e| {
+        format!("{text:?} is not an RFC 3339 instant such as 2025-08-28T04:00:00Z: {e}")
+    })?;
+    SystemTime::try_from(instant).map_err(|e| format!("{text:?} is out of range: {e}"))
 }
 
 #[cfg(test)]
@@ -477,6 +502,7 @@ mod tests {
             ("[agent]\ntop_p = 1.5\n", "agent.top_p"),
             ("[agent]\ntemperature = -1.0\n", "agent.temperature"),
             ("[agent]\nmax_sessions = 0\n", "agent.max_sessions"),
+            ("[agent]\nfixed_now = \"yesterday\"\n", "agent.fixed_now"),
             ("[agent]\nsessions_dir = \"\"\n", "agent.sessions_dir"),
             ("[voice]\nname = \" \"\n", "voice.name"),
         ] {
@@ -484,6 +510,19 @@ mod tests {
             let err = config.validate_agent().unwrap_err().to_string();
             assert!(err.contains(field), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn fixed_now_is_an_rfc3339_instant() {
+        let want =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(20_328 * 86_400 + 4 * 3600);
+        assert_eq!(parse_instant("2025-08-28T04:00:00Z"), Ok(want));
+        assert_eq!(parse_instant(" 2025-08-28T12:00:00+08:00 "), Ok(want));
+        assert!(parse_instant("2025-08-28").unwrap_err().contains("RFC 3339"));
+        let env = |k: &str| (k == "VOXLOOP_FIXED_NOW").then(|| "2025-08-28T04:00:00Z".to_owned());
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.fixed_now(), Ok(Some(want)));
+        assert_eq!(Config::load(None, no_env).unwrap().fixed_now(), Ok(None));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
 use clap::{ArgGroup, Args, ValueEnum};
@@ -27,6 +27,7 @@ use voxloop_core::protocol::{
     encode_pieces, render, AudioClip, Content, Demux, DemuxEvent, GenerationMode, Message, Part,
     PromptPiece, Role,
 };
+use voxloop_core::session::{DateLine, SessionSettings};
 use voxloop_core::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
 use voxloop_core::DeviceSpec;
 
@@ -49,6 +50,10 @@ pub struct GenerateArgs {
     /// System prompt [default: a helpful-assistant prompt with today's date]
     #[arg(long)]
     system: Option<String>,
+    /// Date the default system prompt by this RFC 3339 instant (`2025-08-28T04:00:00Z`)
+    /// instead of the clock, so that a seeded run repeats on any day
+    #[arg(long, value_name = "TIME", value_parser = crate::config::parse_instant)]
+    now: Option<SystemTime>,
     /// Ask for a spoken answer: prefill `<tts_start>`, so the model writes interleaved text
     /// and speech tokens.
     #[arg(long)]
@@ -206,7 +211,10 @@ fn conversation(
     clips: &[Vec<AudioChunk>],
     mode: GenerationMode,
 ) -> Vec<Message> {
-    let system = args.system.clone().unwrap_or_else(default_system_prompt);
+    let system = args
+        .system
+        .clone()
+        .unwrap_or_else(|| default_system_prompt(args.now.unwrap_or_else(SystemTime::now)));
     let mut parts: Vec<Part> = clips
         .iter()
         .enumerate()
@@ -243,30 +251,17 @@ fn segments(pieces: Vec<PromptPiece>, clips: &[Vec<AudioChunk>]) -> anyhow::Resu
         .collect()
 }
 
-/// `You are a helpful assistant.` and today's date (UTC), as the official prompts carry the
-/// date (step-audio-2.md §3.1).
-fn default_system_prompt() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let (year, month, day) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] =
-        ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
-    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
-    format!("You are a helpful assistant.\nToday is {weekday}, {year:04}-{month:02}-{day:02}.")
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// `You are a helpful assistant.` and the date at `now` (UTC), as the official prompts carry
+/// the date (stepfun-ai/Step-Audio2 `examples.py`).
+fn default_system_prompt(now: SystemTime) -> String {
+    let settings = SessionSettings {
+        system_prompt: "You are a helpful assistant.".to_owned(),
+        date_line: DateLine::English,
+        utc_offset_minutes: 0,
+        voice_instruction: None,
+        ..SessionSettings::default()
+    };
+    settings.system_text(now)
 }
 
 /// Loads the checkpoint, showing the elapsed time on a terminal's stderr meanwhile.
@@ -505,13 +500,14 @@ impl Summary<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        // 2000-02-29 (a leap day of a century year) and 2025-08-28.
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_328), (2025, 8, 28));
+    fn the_default_system_prompt_is_dated_by_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(20_328 * 86_400 + 23 * 3600);
+        assert_eq!(
+            default_system_prompt(now),
+            "You are a helpful assistant.\nToday is Thursday, August 28, 2025."
+        );
     }
 }

@@ -90,11 +90,22 @@ fn next_request(sse: &mut Sse, seen: &mut Vec<SseEvent>) -> Option<Value> {
 }
 
 /// The ids of the calls of `events` (`tool_call`) and of the approval requests.
+/// The ids of the turn's well-formed calls and of its approval requests. A call that
+/// `max_new_tokens` cut short (the random model may chain calls until the limit) has no name:
+/// it is answered at once as invalid, never gated; checked here.
 fn call_ids(events: &[SseEvent]) -> (Vec<Value>, Vec<Value>) {
-    let ids = |name: &str| {
-        events.iter().filter(|e| e.event == name).map(|e| data(e)["id"].clone()).collect()
-    };
-    (ids("tool_call"), ids("approval_request"))
+    let mut calls = Vec::new();
+    for call in events.iter().filter(|e| e.event == "tool_call").map(data) {
+        if call["name"] == "" {
+            let result = result_of(events, &call["id"]);
+            assert_eq!(result["error"]["kind"], "invalid_arguments", "{result}");
+        } else {
+            calls.push(call["id"].clone());
+        }
+    }
+    let requests =
+        events.iter().filter(|e| e.event == "approval_request").map(|e| data(e)["id"].clone());
+    (calls, requests.collect())
 }
 
 fn answer(addr: SocketAddr, session: &str, call: &str, body: &str) -> (u16, String) {

@@ -105,6 +105,10 @@ fn generates_from_audio_and_text_and_prints_the_summary() {
         "0",
         "--device",
         "cpu",
+        // The default system prompt carries the date: fixed, so both runs (and every day's
+        // run) see one prompt.
+        "--now",
+        "2025-08-28T04:00:00Z",
     ];
     let out = voxloop(&base);
     let stdout = text(&out.stdout);

@@ -141,7 +141,8 @@ fn serve(telemetry: &str, schedule_ms: u64) -> Server {
     let config = dir.path().join("voxloop.toml");
     let text = format!(
         "[paths]\ndata_dir = {:?}\n\n[tools.web_search]\nenabled = false\n\n\
-         [tools.weather]\nenabled = false\n\n[agent]\nmax_new_tokens = 12\nseed = 7\n\n\
+         [tools.weather]\nenabled = false\n\n[agent]\nmax_new_tokens = 12\nseed = 7\n\
+         fixed_now = \"2025-08-28T04:00:00Z\"\n\n\
          [telemetry]\n{telemetry}\n",
         dir.path().join("data")
     );

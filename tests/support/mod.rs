@@ -230,7 +230,9 @@ pub fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
 
 /// `voxloop serve --config <config>` on the CPU, logging at info, with the caller's address,
 /// data dir and token2wav overrides removed; the model is the tiny fixture checkpoint
-/// (`core/tests/fixtures/llm/tiny_a`) when `tiny_model`, else none.
+/// (`core/tests/fixtures/llm/tiny_a`) when `tiny_model`, else none. System prompts are dated
+/// 2025-08-28 (`VOXLOOP_FIXED_NOW`): the random model's output follows the prompt, and a test
+/// must see the same one on any day.
 pub fn serve_command(config: &std::path::Path, tiny_model: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
     cmd.env_remove("VOXLOOP_ADDR")
@@ -238,6 +240,7 @@ pub fn serve_command(config: &std::path::Path, tiny_model: bool) -> Command {
         .env_remove("VOXLOOP_TOKEN2WAV_DIR")
         .env("VOXLOOP_LOG", "info")
         .env("VOXLOOP_DEVICE", "cpu")
+        .env("VOXLOOP_FIXED_NOW", "2025-08-28T04:00:00Z")
         .arg("--config")
         .arg(config);
     if tiny_model {
