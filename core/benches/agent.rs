@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p voxloop-core --bench agent -- [--history 512,2048,8192] [--repeats N]
-//!     [--threads N]
+//!     [--prompt-ids N] [--threads N]
 //! ```
 //!
 //! It writes a random-weight f32 checkpoint in the official Step-Audio 2 layout to a
@@ -15,13 +15,17 @@
 //!   what a tool result adds (`<|EOT|>`, an `input` turn with a 316-byte search result and the
 //!   upstream summary instruction, the speech generation prompt). *Extension* prefills that on
 //!   top of the cache; *re-prefill* clears the cache and prefills history + prompt. The figure
-//!   is `generate`'s time to the first sampled token. Median of `--repeats` after a warm-up.
+//!   is `generate`'s time to the first sampled token, on a thread of its own as the agent's
+//!   model runs (see [`on_own_thread`]). Median of `--repeats` after a warm-up; the speed-up
+//!   is re-prefill ÷ extension of each repeat (the two run back to back), median and min–max.
 //! - **agent level** (extension only): a real turn whose human text makes the history about N
 //!   ids; a scripted mask makes step 1 call the search tool (its result gets the summary
 //!   instruction, so the prompt is the one above, always at its natural size), and the time
 //!   runs from the moment the tool's answer is ready (inside the tool) to the first sampling
 //!   of step 2 on the inference thread: the registry's span, the event, the history update,
-//!   tokenizing the result, the hop to the inference thread and the prefill included.
+//!   tokenizing the result, the hop to the inference thread and the prefill included. Median
+//!   of `--repeats` after a warm-up, as the step level; the table shows the history the turn
+//!   really had and the ids the result added (step 2's prompt).
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke run of a few
 //! seconds on the tiny fixture checkpoint with short histories.
@@ -266,13 +270,28 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-/// `(extension, re-prefill)` medians for a history of `n` ids.
+/// The median of `xs` and its range.
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+/// Step-level figures for one history length.
+struct StepFigures {
+    /// Median time to the first token, extending the cache and re-prefilling.
+    extension: Duration,
+    re_prefill: Duration,
+    /// re-prefill ÷ extension of each repeat (both run back to back): median, min, max.
+    speed_up: (f64, f64, f64),
+}
+
+/// The step-level medians for a history of `n` ids.
 fn step_level(
     model: &mut StepAudio2,
     tokenizer: &StepTokenizer,
     n: usize,
     o: &Options,
-) -> BoxResult<(Duration, Duration)> {
+) -> BoxResult<StepFigures> {
     let history: Vec<i64> = (0..n as i64).map(|i| (i * 37 + 11) % 600).collect();
     let tail = result_prompt(tokenizer, o.prompt_ids)?;
     let mut all = history.clone();
@@ -290,10 +309,15 @@ fn step_level(
         }
     }
     StepModel::clear(model);
-    if std::env::var_os("VOXLOOP_BENCH_VERBOSE").is_some() {
+    if verbose() {
         eprintln!("history {n}: extension {ext:?}, re-prefill {full:?}");
     }
-    Ok((median(ext), median(full)))
+    let ratios = ext.iter().zip(&full).map(|(e, f)| f.as_secs_f64() / e.as_secs_f64()).collect();
+    Ok(StepFigures { extension: median(ext), re_prefill: median(full), speed_up: spread(ratios) })
+}
+
+fn verbose() -> bool {
+    std::env::var_os("VOXLOOP_BENCH_VERBOSE").is_some()
 }
 
 // ----- agent level -----
@@ -369,9 +393,19 @@ impl ConstraintFactory for Scripted {
     }
 }
 
+/// Agent-level figures for one history length.
+struct AgentFigures {
+    /// Median from the tool's answer to the first sampling of the next step.
+    result_to_token: Duration,
+    /// Ids in the cache when the result arrived (step 1's prompt and output).
+    history: usize,
+    /// Ids the result added (step 2's prompt).
+    prompt: usize,
+}
+
 /// Tool result → first sampling of the next step through the agent, with a history of about
-/// `n` ids; returns the median and the ids in the cache when the result arrived.
-async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duration, usize)> {
+/// `n` ids.
+async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<AgentFigures> {
     let ready = Arc::new(Mutex::new(None));
     let mut tools = ToolRegistry::new();
     tools.register(Search { ready: Arc::clone(&ready) })?;
@@ -404,7 +438,7 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duratio
     }));
 
     let mut times = Vec::new();
-    let mut history = 0;
+    let (mut history, mut prompt) = (0, 0);
     for run in 0..=repeats {
         *first_sample.lock().map_err(|_| "poisoned")? = None;
         let mut settings = SessionSettings {
@@ -415,8 +449,12 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duratio
         let mut session = Session::new(settings);
         let mut stream = agent.run_turn(&mut session, TurnInput::text(text.clone()));
         while let Some(event) = stream.next().await {
-            if let AgentEvent::Usage { step: 1, usage } = event {
-                history = usage.input_tokens + usage.output_tokens;
+            match event {
+                AgentEvent::Usage { step: 1, usage } => {
+                    history = usage.input_tokens + usage.output_tokens
+                }
+                AgentEvent::Usage { step: 2, usage } => prompt = usage.input_tokens,
+                _ => {}
             }
         }
         drop(stream);
@@ -429,7 +467,10 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<(Duratio
             times.push(end.duration_since(start));
         }
     }
-    Ok((median(times), history))
+    if verbose() {
+        eprintln!("history {history} (agent): result → first token {times:?}");
+    }
+    Ok(AgentFigures { result_to_token: median(times), history, prompt })
 }
 
 fn run(o: &Options) -> BoxResult<()> {
@@ -447,32 +488,55 @@ fn run(o: &Options) -> BoxResult<()> {
     let mut model = StepAudio2::load(&dir, Device::Cpu, Kind::Float)?;
     let tokenizer = StepTokenizer::from_file(dir.join("tokenizer.json"))?;
     println!(
-        "{} threads, f32 CPU; prompt added by a tool result: {} ids; median of {} after a warm-up",
+        "{} threads, f32 CPU; prompt added by a tool result: {} ids; both levels: median of {} \
+         after a warm-up",
         o.threads,
         result_prompt(&tokenizer, o.prompt_ids)?.len(),
         o.repeats
     );
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average at start: {}",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
+    println!("load average at start: {}", load_average());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     println!();
-    println!("| history ids | KV extension ms | re-prefill ms | speed-up | agent: result → first token ms (history ids) |");
+    println!(
+        "| history ids | KV extension ms | re-prefill ms | speed-up, median (min–max) \
+         | agent: result → first token ms (history ids, result prompt ids) |"
+    );
     println!("|---|---|---|---|---|");
     for &n in &o.histories {
-        let (ext, full) = step_level(&mut model, &tokenizer, n, o)?;
-        let (agent, ids) = runtime.block_on(agent_level(&dir, n, o.repeats.min(3)))?;
+        let step = on_own_thread(|| step_level(&mut model, &tokenizer, n, o))?;
+        let agent = runtime.block_on(agent_level(&dir, n, o.repeats))?;
+        let (speed_up, low, high) = step.speed_up;
         println!(
-            "| {n} | {:.1} | {:.1} | {:.1}x | {:.1} ({ids}) |",
-            ext.as_secs_f64() * 1e3,
-            full.as_secs_f64() * 1e3,
-            full.as_secs_f64() / ext.as_secs_f64(),
-            agent.as_secs_f64() * 1e3,
+            "| {n} | {:.1} | {:.1} | {speed_up:.1}x ({low:.1}–{high:.1}) | {:.1} ({}, {}) |",
+            step.extension.as_secs_f64() * 1e3,
+            step.re_prefill.as_secs_f64() * 1e3,
+            agent.result_to_token.as_secs_f64() * 1e3,
+            agent.history,
+            agent.prompt,
         );
     }
+    println!("\nload average at end: {}", load_average());
     Ok(())
+}
+
+/// Runs `f` on a thread of its own, as the agent runs the model on its inference thread, so
+/// that both levels run under the same OpenMP regime. libtorch's OpenMP runtime (GCC's
+/// libgomp, shipped in the torch wheel) gives each thread that runs parallel work its own team,
+/// and its barrier waits spin for 300,000 rounds while it manages no more threads than there
+/// are CPUs, but only 100 once it manages more (libgomp manual, `GOMP_SPINCOUNT`). On the
+/// bench's main thread alone, 2 threads on 2 CPUs spin at full count; a second team (the
+/// agent's inference thread, or this one) makes libgomp throttle. Spinning at full count, a
+/// waiting thread holds the CPU its descheduled teammate needs as soon as anything else runs:
+/// under load, step-level prefills on the main thread took up to 8× longer than on a thread of
+/// their own, where they match the agent's figure.
+fn on_own_thread<T: Send>(f: impl FnOnce() -> BoxResult<T> + Send) -> BoxResult<T> {
+    let joined = std::thread::scope(|s| s.spawn(|| f().map_err(|e| e.to_string())).join());
+    Ok(joined.map_err(|_| "the step-level thread panicked")??)
+}
+
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn main() -> ExitCode {

@@ -11,9 +11,10 @@
 //! voxloop on it (prefill of random ids into an empty cache, then greedy decode steps with the
 //! cache; `--repeats` times after a warm-up), then runs `scripts/bench/llm_reference.py` (the
 //! same measurement with transformers' `Qwen2ForCausalLM`) on the same files. The two
-//! alternate for `--rounds` rounds, so that a change in the machine's load hits both sides,
-//! and the best run of each side is reported with their ratio. The directory is deleted
-//! afterwards.
+//! alternate for `--rounds` rounds, so that a change in the machine's load hits both sides.
+//! Each round yields one figure per side (its best of `--repeats` runs) and their ratio; the
+//! table reports the median of the rounds for each side and the median ratio with the range
+//! over the rounds (min–max). The directory is deleted afterwards.
 //!
 //! - `tiny`: fixture A's decoder (hidden 32, 2 layers, 4 query / 2 kv heads, vocab 7232).
 //! - `qwen05`: Qwen2.5-0.5B's decoder (hidden 896, 24 layers, 14 / 2 heads, intermediate 4864,
@@ -417,17 +418,41 @@ fn run_once(model: &mut StepAudio2, prompt: &[u32], steps: usize) -> BoxResult<(
     Ok((prefill_s, decode_s))
 }
 
-impl Speed {
-    /// The better figure of each kind (the load time of the first).
-    fn best(self, other: Option<Speed>) -> Speed {
-        match other {
-            None => self,
-            Some(o) => Speed {
-                prefill_tok_s: self.prefill_tok_s.max(o.prefill_tok_s),
-                decode_tok_s: self.decode_tok_s.max(o.decode_tok_s),
-                load_s: o.load_s,
-            },
-        }
+/// The median of a non-empty list and its range: `(median, min, max)`. The median of an even
+/// count is the mean of the middle two.
+fn spread(xs: impl IntoIterator<Item = f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = xs.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    let (first, last) = (*v.first()?, *v.last()?);
+    Some(((v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0, first, last))
+}
+
+/// One round: voxloop's figures and, when the reference ran, transformers'.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    ours: Speed,
+    theirs: Option<Speed>,
+}
+
+/// What the table shows for one kind of figure (prefill or decode tok/s) over the rounds.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    /// Medians over the rounds.
+    ours: f64,
+    theirs: Option<f64>,
+    /// voxloop ÷ transformers per round (rounds where both ran): median, min, max.
+    ratio: Option<(f64, f64, f64)>,
+}
+
+impl Summary {
+    fn of(rounds: &[Round], get: fn(&Speed) -> f64) -> Option<Summary> {
+        Some(Summary {
+            ours: spread(rounds.iter().map(|r| get(&r.ours)))?.0,
+            theirs: spread(rounds.iter().filter_map(|r| r.theirs.as_ref().map(get))).map(|s| s.0),
+            ratio: spread(
+                rounds.iter().filter_map(|r| Some(get(&r.ours) / get(r.theirs.as_ref()?))),
+            ),
+        })
     }
 }
 
@@ -518,8 +543,8 @@ fn time_reference(python: &Path, dir: &Path, s: &Shape, o: &Options) -> BoxResul
 
 struct Row {
     shape: Shape,
-    ours: Speed,
-    theirs: Option<Speed>,
+    prefill: Summary,
+    decode: Summary,
     bytes_per_token: f64,
 }
 
@@ -541,8 +566,11 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-fn ratio(ours: f64, theirs: Option<f64>) -> String {
-    theirs.map_or_else(|| "n/a".to_owned(), |t| format!("{:.2}x", ours / t))
+fn ratio(spread: Option<(f64, f64, f64)>) -> String {
+    spread.map_or_else(
+        || "n/a".to_owned(),
+        |(median, low, high)| format!("{median:.2}x ({low:.2}–{high:.2})"),
+    )
 }
 
 fn figure(x: Option<f64>) -> String {
@@ -556,8 +584,8 @@ const IN_CACHE_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
 fn print_table(rows: &[Row], bandwidth: f64) {
     println!();
     println!(
-        "| shape | decoder params | prefill tok/s voxloop | transformers | ratio \
-         | decode tok/s voxloop | transformers | ratio | MB read / token | bound tok/s \
+        "| shape | decoder params | prefill tok/s voxloop | transformers | ratio (min–max) \
+         | decode tok/s voxloop | transformers | ratio (min–max) | MB read / token | bound tok/s \
          | voxloop / bound |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -566,18 +594,18 @@ fn print_table(rows: &[Row], bandwidth: f64) {
         let (bound, fraction) = if r.bytes_per_token < IN_CACHE_BYTES {
             ("in cache".to_owned(), "n/a".to_owned())
         } else {
-            (format!("{bound:.1}"), format!("{:.0} %", 100.0 * r.ours.decode_tok_s / bound))
+            (format!("{bound:.1}"), format!("{:.0} %", 100.0 * r.decode.ours / bound))
         };
         println!(
             "| {} | {:.1} M | {:.1} | {} | {} | {:.1} | {} | {} | {:.1} | {bound} | {fraction} |",
             r.shape.name,
             decoder_params(&r.shape) as f64 / 1e6,
-            r.ours.prefill_tok_s,
-            figure(r.theirs.map(|t| t.prefill_tok_s)),
-            ratio(r.ours.prefill_tok_s, r.theirs.map(|t| t.prefill_tok_s)),
-            r.ours.decode_tok_s,
-            figure(r.theirs.map(|t| t.decode_tok_s)),
-            ratio(r.ours.decode_tok_s, r.theirs.map(|t| t.decode_tok_s)),
+            r.prefill.ours,
+            figure(r.prefill.theirs),
+            ratio(r.prefill.ratio),
+            r.decode.ours,
+            figure(r.decode.theirs),
+            ratio(r.decode.ratio),
             r.bytes_per_token / 1e6,
         );
     }
@@ -589,7 +617,7 @@ fn run(o: &Options) -> BoxResult<()> {
     println!("speech LLM {mode}: {} threads, f32, CPU {:?}", o.threads, cpu_model());
     println!(
         "load average at start: {}; prompt {} tokens; per side the best of {} runs (after a \
-         warm-up) in each of {} rounds",
+         warm-up) in each of {} rounds; the table: medians over the rounds, ratio min–max",
         load_average(),
         o.prompt_tokens,
         o.repeats,
@@ -625,8 +653,7 @@ fn run(o: &Options) -> BoxResult<()> {
         let start = Instant::now();
         let mut model = StepAudio2::load(dir.path(), Device::Cpu, Kind::Float)?;
         let load_s = start.elapsed().as_secs_f64();
-        let mut ours: Option<Speed> = None;
-        let mut theirs: Option<Speed> = None;
+        let mut rounds = Vec::with_capacity(o.rounds);
         let mut reference = python.as_deref();
         for round in 1..=o.rounds {
             let speed = time_voxloop(&mut model, load_s, shape, o)?;
@@ -634,7 +661,7 @@ fn run(o: &Options) -> BoxResult<()> {
                 "  round {round} voxloop:      load {:.2} s, prefill {:.1} tok/s, decode {:.1} tok/s",
                 speed.load_s, speed.prefill_tok_s, speed.decode_tok_s
             );
-            ours = Some(speed.best(ours));
+            rounds.push(Round { ours: speed, theirs: None });
             let Some(python) = reference else { continue };
             match time_reference(python, dir.path(), shape, o) {
                 Ok((speed, raw)) => {
@@ -649,7 +676,9 @@ fn run(o: &Options) -> BoxResult<()> {
                         raw["attn_implementation"].as_str().unwrap_or("?"),
                         raw["threads"]
                     );
-                    theirs = Some(speed.best(theirs));
+                    if let Some(round) = rounds.last_mut() {
+                        round.theirs = Some(speed);
+                    }
                 }
                 Err(e) => {
                     println!("  reference failed, not run again: {e}");
@@ -658,7 +687,6 @@ fn run(o: &Options) -> BoxResult<()> {
             }
         }
         drop(model);
-        let ours = ours.ok_or("no voxloop measurement")?;
         // Measured again after each shape; the bound uses the best (the least disturbed).
         let again = copy_bandwidth(o.bandwidth_bytes, o.bandwidth_tries)?;
         println!("  copy bandwidth: {again:.1} GB/s");
@@ -666,8 +694,8 @@ fn run(o: &Options) -> BoxResult<()> {
         let context = o.prompt_tokens + steps / 2;
         rows.push(Row {
             shape: *shape,
-            ours,
-            theirs,
+            prefill: Summary::of(&rounds, |s| s.prefill_tok_s).ok_or("no voxloop measurement")?,
+            decode: Summary::of(&rounds, |s| s.decode_tok_s).ok_or("no voxloop measurement")?,
             bytes_per_token: bytes_per_token(shape, context),
         });
     }

@@ -7,8 +7,10 @@
 //! fails, waits or retries, so the difference is what the layers cost on the happy path.
 //!
 //! Each call is timed on its own (`ready` + `call` + await); the two paths alternate in
-//! rounds so that drift hits both alike. Prints p50, p99 and the mean for both, and the
-//! overhead at p50 and p99.
+//! rounds so that drift hits both alike. Prints p50, p99, p99.9, the maximum and the mean for
+//! both, the overhead at p50 and p99, and the tail: how many calls took over 10 µs and what
+//! share of the total time they account for (a few calls preempted by the scheduler or
+//! caught in a page fault of the allocator are enough to lift the mean above p99).
 //!
 //! ```sh
 //! cargo bench -p voxloop-policies --bench overhead          # full run (release)
@@ -127,8 +129,21 @@ async fn run(iterations: usize, full_run: bool) -> Result<(), Box<dyn Error>> {
     let bare = Summary::of(bare);
     let stacked = Summary::of(stacked);
     println!("policy stack overhead, {} calls per path, current-thread runtime", bare.n);
+    println!("  load average: {}", load_average());
     println!("  direct ToolService : {bare}");
     println!("  full policy stack  : {stacked}");
+    for (name, s) in [("direct", &bare), ("stacked", &stacked)] {
+        println!(
+            "  tail, {name:7}      : {} calls over {} µs ({} over {} ms), {:.1} % of the total \
+             time; max {:.1} µs",
+            s.slow,
+            SLOW.as_micros(),
+            s.descheduled,
+            DESCHEDULED.as_millis(),
+            100.0 * s.slow_time.as_secs_f64() / s.total.as_secs_f64().max(f64::MIN_POSITIVE),
+            micros(s.max)
+        );
+    }
     println!(
         "  overhead           : p50 {:.2} µs, p99 {:.2} µs",
         micros(stacked.p50.saturating_sub(bare.p50)),
@@ -166,11 +181,25 @@ async fn time_one(
     Ok((elapsed, text))
 }
 
+/// A call slower than this counts in the tail.
+const SLOW: Duration = Duration::from_micros(10);
+/// A call slower than this was, in all likelihood, taken off the CPU (a scheduler tick is 4 ms
+/// at the usual 250 Hz).
+const DESCHEDULED: Duration = Duration::from_millis(1);
+
 struct Summary {
     n: usize,
     p50: Duration,
     p99: Duration,
+    p999: Duration,
+    max: Duration,
     mean: Duration,
+    total: Duration,
+    /// Calls slower than [`SLOW`], and their summed time.
+    slow: usize,
+    slow_time: Duration,
+    /// Calls slower than [`DESCHEDULED`].
+    descheduled: usize,
 }
 
 impl Summary {
@@ -179,11 +208,18 @@ impl Summary {
         let n = times.len();
         let at = |q: f64| times.get(((n as f64 - 1.0) * q).round() as usize).copied();
         let total: Duration = times.iter().sum();
+        let slow: Vec<Duration> = times.iter().copied().filter(|&t| t > SLOW).collect();
         Self {
             n,
             p50: at(0.50).unwrap_or_default(),
             p99: at(0.99).unwrap_or_default(),
+            p999: at(0.999).unwrap_or_default(),
+            max: times.last().copied().unwrap_or_default(),
             mean: total / n.max(1) as u32,
+            total,
+            slow: slow.len(),
+            slow_time: slow.iter().sum(),
+            descheduled: slow.iter().filter(|&&t| t > DESCHEDULED).count(),
         }
     }
 }
@@ -192,12 +228,20 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "p50 {:7.2} µs  p99 {:7.2} µs  mean {:7.2} µs",
+            "p50 {:7.2} µs  p99 {:7.2} µs  p99.9 {:7.2} µs  max {:9.1} µs  mean {:7.2} µs",
             micros(self.p50),
             micros(self.p99),
+            micros(self.p999),
+            micros(self.max),
             micros(self.mean)
         )
     }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn micros(d: Duration) -> f64 {

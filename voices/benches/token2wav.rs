@@ -26,8 +26,10 @@
 //!
 //! Real-time factor = seconds / seconds of speech (`tokens / 25`). Each side runs a warm-up on the
 //! first 53 tokens, then `--repeats` runs of each mode (default 1); the two sides alternate for
-//! `--rounds` rounds (default 2) so that a change in the machine's load hits both, and the best
-//! run of each side is reported with the ratio voxloop / upstream (lower is better for voxloop).
+//! `--rounds` rounds (default 2) so that a change in the machine's load hits both. Each round
+//! gives one figure per side and measure (its best of the repeats) and their ratio voxloop /
+//! upstream (lower is better for voxloop); the table reports each side's median over the rounds
+//! and the median ratio with its range over the rounds (min–max).
 //! The streaming mels of both sides are compared as a check that they computed the same thing.
 //!
 //! The Python interpreter is `$VOXLOOP_REF_PYTHON`, else `.cache/refenv/bin/python`. Without one
@@ -298,6 +300,15 @@ struct Timing {
     kept_first_chunk_s: f64,
 }
 
+/// The median of a non-empty list and its range, `(median, min, max)`; the median of an even
+/// count is the mean of the middle two. NaNs (upstream's kept-setup latency) are left out.
+fn spread(xs: impl IntoIterator<Item = f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = xs.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    let (first, last) = (*v.first()?, *v.last()?);
+    Some(((v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0, first, last))
+}
+
 impl Timing {
     fn best(self, other: Option<Timing>) -> Timing {
         match other {
@@ -448,7 +459,10 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
-fn print_table(ours: Timing, theirs: Option<Timing>, audio_s: f64) {
+/// One round's figures: voxloop's and, when the reference ran, upstream's.
+type Round = (Timing, Option<Timing>);
+
+fn print_table(rounds: &[Round], audio_s: f64) {
     type Row = (&'static str, fn(&Timing) -> f64, f64);
     let rows: [Row; 4] = [
         ("offline RTF", |t| t.offline_s, audio_s),
@@ -457,15 +471,19 @@ fn print_table(ours: Timing, theirs: Option<Timing>, audio_s: f64) {
         ("first-chunk latency, voice setup kept (s)", |t| t.kept_first_chunk_s, 1.0),
     ];
     println!();
-    println!("| measure | voxloop | upstream | voxloop / upstream |");
+    println!("| measure | voxloop | upstream | voxloop / upstream (min–max) |");
     println!("|---|---|---|---|");
     for (name, get, per) in rows {
-        let (v, u) = (get(&ours) / per, theirs.map(|t| get(&t) / per).filter(|u| u.is_finite()));
-        let (u, r) = match u {
-            Some(u) => (format!("{u:.3}"), format!("**{:.2}×**", v / u)),
-            None => ("n/a".to_owned(), "n/a".to_owned()),
-        };
-        println!("| {name} | {v:.3} | {u} | {r} |");
+        let median = |xs: Vec<f64>| spread(xs).map(|(m, _, _)| m / per);
+        let v = median(rounds.iter().map(|(ours, _)| get(ours)).collect());
+        let u = median(rounds.iter().filter_map(|(_, t)| t.as_ref().map(get)).collect());
+        let ratios = rounds.iter().filter_map(|(ours, t)| Some(get(ours) / get(t.as_ref()?)));
+        let show = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.3}"));
+        let r = spread(ratios).map_or_else(
+            || "n/a".to_owned(),
+            |(m, low, high)| format!("**{m:.2}×** ({low:.2}–{high:.2})"),
+        );
+        println!("| {name} | {} | {} | {r} |", show(v), show(u));
     }
 }
 
@@ -522,7 +540,7 @@ fn run(o: &Options) -> BoxResult<()> {
     println!(
         "voxloop loaded {} in {load_s:.1} s; voice: {} prompt tokens; rendering {} tokens = \
          {audio_s:.1} s of speech; per side a warm-up, then the best of {} runs per mode in each \
-         of {} rounds",
+         of {} rounds; the table: medians over the rounds, ratio min–max",
         dir.as_ref().map_or("random in-memory weights".to_owned(), |d| d.display().to_string()),
         scenario.voice.prompt_tokens.len(),
         scenario.tokens.len(),
@@ -531,8 +549,7 @@ fn run(o: &Options) -> BoxResult<()> {
     );
 
     let mel_out = temp.path().join("reference_stream_mel.safetensors");
-    let mut ours: Option<Timing> = None;
-    let mut theirs: Option<Timing> = None;
+    let mut rounds: Vec<Round> = Vec::with_capacity(o.rounds);
     let mut reference_dir = python.as_deref().zip(dir.as_deref()).filter(|_| o.bench);
     let mut our_mels = Vec::new();
     for round in 1..=o.rounds {
@@ -550,7 +567,7 @@ fn run(o: &Options) -> BoxResult<()> {
         if round == 1 {
             our_mels = mels;
         }
-        ours = Some(t.best(ours));
+        rounds.push((t, None));
         let Some((python, dir)) = reference_dir else { continue };
         let out = (round == 1).then_some(mel_out.as_path());
         match time_reference(python, dir, o, out) {
@@ -569,7 +586,9 @@ fn run(o: &Options) -> BoxResult<()> {
                     raw["load_s"].as_f64().unwrap_or(f64::NAN),
                     load_average()
                 );
-                theirs = Some(t.best(theirs));
+                if let Some(round) = rounds.last_mut() {
+                    round.1 = Some(t);
+                }
                 if round == 1 {
                     let (diff, scale) = compare_mels(&our_mels, &mel_out)?;
                     println!(
@@ -584,8 +603,7 @@ fn run(o: &Options) -> BoxResult<()> {
             }
         }
     }
-    let ours = ours.ok_or("no voxloop measurement")?;
-    print_table(ours, theirs, audio_s);
+    print_table(&rounds, audio_s);
     println!("\nload average at end: {}", load_average());
     Ok(())
 }
