@@ -68,18 +68,43 @@ fn parity_prompt_mel() {
     }
 }
 
+/// Log mel energies at or below this (ln 1e-5) come from power-spectrum sums within a few
+/// hundred float32 epsilons of kaldi's floor (`torchaudio.compliance.kaldi` clamps at
+/// float32's epsilon, ln ≈ −15.9): their rounding depends on the FFT kernels of the machine.
+/// Measured: −15.58 off by 2.1e-4 with fixtures written on an AMD EPYC, read on an Intel Xeon.
+const QUIET_LOG_ENERGY: f64 = -11.5;
+const QUIET_TOLERANCE: f64 = 1e-3;
+/// The louder bins: 0.025 % in energy (seen: 7.8e-5 near ln 1e-5 on the Xeon).
+const FBANK_TOLERANCE: f64 = 2.5e-4;
+
+/// max |ours − want| over the bins whose reference log energy (`fbank`) is above
+/// [`QUIET_LOG_ENERGY`], and over the quiet ones.
+fn fbank_errors(what: &str, ours: &Tensor, want: &Tensor, fbank: &Tensor) -> (f64, f64) {
+    assert_eq!(ours.size(), want.size(), "{what}: shapes differ");
+    let diff = (ours.to_kind(Kind::Float) - want).abs();
+    let quiet = fbank.le(QUIET_LOG_ENERGY);
+    let loud_err = diff.masked_fill(&quiet, 0.0).max().double_value(&[]);
+    let quiet_err = diff.masked_fill(&quiet.logical_not(), 0.0).max().double_value(&[]);
+    println!("{what}: max abs error {loud_err:.3e}, in quiet bins {quiet_err:.3e}");
+    (loud_err, quiet_err)
+}
+
 #[test]
 fn parity_kaldi_fbank_and_speaker_features() {
     let refs = reference();
     for name in NAMES {
         let audio = load(name);
+        let reference_fbank = &refs[&format!("{name}.fbank")];
         let fbank = kaldi_fbank(audio.samples_16k()).unwrap();
-        let err = max_abs_diff(&format!("{name} fbank"), &fbank, &refs[&format!("{name}.fbank")]);
-        assert!(err < TOLERANCE, "{name}: fbank differs by {err}");
-
         let feat = speaker_fbank(&audio).unwrap();
-        let want = &refs[&format!("{name}.spk_feat")];
-        let err = max_abs_diff(&format!("{name} CAM++ input"), &feat, want);
-        assert!(err < TOLERANCE, "{name}: CAM++ input differs by {err}");
+        for (what, ours, want) in [
+            ("fbank", &fbank, reference_fbank),
+            ("CAM++ input", &feat, &refs[&format!("{name}.spk_feat")]),
+        ] {
+            let (loud, quiet) =
+                fbank_errors(&format!("{name} {what}"), ours, want, reference_fbank);
+            assert!(loud < FBANK_TOLERANCE, "{name}: {what} differs by {loud}");
+            assert!(quiet < QUIET_TOLERANCE, "{name}: {what} differs by {quiet} in quiet bins");
+        }
     }
 }
