@@ -154,6 +154,10 @@ async fn main() -> anyhow::Result<()> {
                 Ok(text) => println!("{name} answered in {duration:?}: {text}"),
                 Err(error) => println!("{name} failed: {}", error.model_message),
             },
+            AgentEvent::ApprovalRequested(request) => {
+                // No tool here is behind an approval policy; a front door would ask a person.
+                println!("approval asked for call {}", request.call_id)
+            }
             AgentEvent::Usage { step, usage } => println!("step {step}: {usage:?}"),
             AgentEvent::TurnFinished { reason, usage } => {
                 println!("turn finished: {reason:?}, {usage:?}");

@@ -76,7 +76,7 @@ use voxloop_core::session::{Session, SessionSettings};
 use voxloop_policies::Approval;
 
 use crate::agent_setup::{parse_tool_choice, AgentRuntime};
-use crate::approvals::{self, AnswerError, TurnApprovals};
+use crate::approvals::AnswerError;
 use crate::config::AnswerMode;
 use crate::sessions::SessionState;
 
@@ -212,7 +212,7 @@ async fn create_session(State(state): State<ApiState>, body: axum::body::Bytes) 
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let voice = rt.voice.as_ref().map(|v| Arc::clone(&v.start));
-    let state = SessionState { session: Session::new(settings), voice };
+    let state = SessionState::new(Session::new(settings), voice);
     let (state, save_error) = match stored::save_new(&rt, state).await {
         Ok(saved) => saved,
         Err(response) => return response,
@@ -350,9 +350,7 @@ async fn post_turn(
     }
 
     let (tx, rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let (turn_approvals, questions) = TurnApprovals::new(id);
-    let turn = turn::run_turn(rt, slot, guard, input, choice, tx, questions);
-    tokio::spawn(approvals::scope(turn_approvals, turn));
+    tokio::spawn(turn::run_turn(rt, slot, guard, input, choice, tx));
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
     });

@@ -14,10 +14,10 @@ use voxloop_core::audio::AudioLimits;
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::SessionSettings;
 use voxloop_core::tool::{Tool, ToolRegistry};
-use voxloop_policies::{Approver, Policies};
+use voxloop_policies::{Approver, Policies, TurnApprover};
 use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
-use voxloop_voices::{SessionVoice, VoiceLibrary, VoiceProfile, VoiceSwapper};
+use voxloop_voices::{VoiceLibrary, VoiceProfile, VoiceSwapper};
 
 use crate::approvals::Approvals;
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
@@ -39,9 +39,6 @@ pub struct AgentRuntime {
     pub voice: Option<VoiceRuntime>,
     /// The sessions.
     pub sessions: SessionTable,
-    /// Held for a whole turn: one turn uses the model (and the shared voice of `timbre_rag`)
-    /// at a time.
-    pub model_lock: tokio::sync::Mutex<()>,
     /// Limits on a turn's audio input.
     pub audio_limits: AudioLimits,
     /// The checkpoint directory.
@@ -60,9 +57,6 @@ pub struct VoiceRuntime {
     pub start: Arc<VoiceProfile>,
     /// The voices, to find a saved session's voice again.
     pub library: Arc<VoiceLibrary>,
-    /// The voice `timbre_rag` changes: set to the session's voice when its turn starts
-    /// (turns run one at a time), read back when it ends.
-    pub active: Arc<SessionVoice>,
     /// Where token2wav was loaded from.
     pub token2wav_dir: PathBuf,
 }
@@ -152,7 +146,6 @@ pub fn load(
     let (timbre, voice) = match voice {
         Some((library, start, token2wav_dir)) => {
             let library = Arc::new(library);
-            let active = Arc::new(SessionVoice::new(Arc::clone(&start)));
             let mut swapper = VoiceSwapper::new(Arc::clone(&library));
             if let Some(index) = &index {
                 match library.register(index) {
@@ -166,8 +159,8 @@ pub fn load(
                 swapper = swapper.with_index(Arc::clone(index));
             }
             let renderer = Renderer::spawn(token2wav_dir.clone(), config.model.device.resolve()?)?;
-            let timbre = TimbreRag::new(swapper, Arc::clone(&active));
-            let voice = VoiceRuntime { renderer, start, library, active, token2wav_dir };
+            let timbre = TimbreRag::new(swapper);
+            let voice = VoiceRuntime { renderer, start, library, token2wav_dir };
             (Some(timbre), Some(voice))
         }
         None => (None, None),
@@ -177,7 +170,9 @@ pub fn load(
         tracing::info!(dir = %store.dir().display(), "sessions are saved");
     }
     let approvals = Arc::new(Approvals::new(config.agent.policies.clone()));
-    let approver: Arc<dyn Approver> = approvals.clone();
+    // Approval questions go to the calling turn's event stream; the HTTP layer files them
+    // in `approvals` for the client's answer.
+    let approver: Arc<dyn Approver> = Arc::new(TurnApprover::new(config.agent.policies.clone()));
     let tools = build_tools(config, index.as_ref(), timbre, Some(approver))?;
     let defaults = session_defaults(config, &tools)?;
     let agent_config = AgentConfig {
@@ -199,7 +194,6 @@ pub fn load(
         defaults,
         voice,
         sessions: SessionTable::new(config.agent.max_sessions),
-        model_lock: tokio::sync::Mutex::new(()),
         audio_limits: AudioLimits {
             max_seconds: config.agent.max_audio_seconds,
             max_bytes: MAX_AUDIO_BYTES,

@@ -17,66 +17,24 @@
 //! remembered for that message; older or never-seen call ids are unknown (`404`).
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
-use voxloop_core::tool::ToolCall;
-use voxloop_policies::{Approval, Approver, PolicyConfig};
+use voxloop_core::tool::{Approval, ApprovalRequest};
+use voxloop_policies::PolicyConfig;
 
 /// Settled calls remembered to explain a late answer.
 pub const SETTLED_KEPT: usize = 256;
 
-tokio::task_local! {
-    static TURN: TurnApprovals;
-}
-
-/// The approval side of one running turn: its session and where its questions go.
-#[derive(Debug, Clone)]
-pub struct TurnApprovals {
-    session: String,
-    questions: mpsc::UnboundedSender<Question>,
-}
-
-impl TurnApprovals {
-    /// The turn of session `session`, and the receiver of its questions (the turn's event
-    /// loop reads it).
-    pub fn new(session: impl Into<String>) -> (Self, mpsc::UnboundedReceiver<Question>) {
-        let (questions, receiver) = mpsc::unbounded_channel();
-        (Self { session: session.into(), questions }, receiver)
-    }
-}
-
-/// Runs `turn_future` with `turn` as the turn whose tool calls ask for approval.
-pub async fn scope<F: Future>(turn: TurnApprovals, turn_future: F) -> F::Output {
-    TURN.scope(turn, turn_future).await
-}
-
-/// A call waiting for an answer, as the client is told of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Question {
-    /// The call id (the `id` of its `tool_call` event).
-    pub id: String,
-    /// The tool.
-    pub name: String,
-    /// The arguments the model wrote.
-    pub arguments: Value,
-    /// How long the call waits at most (`None`: until the turn ends).
-    pub timeout: Option<Duration>,
-}
-
-impl Question {
-    /// The data of the `approval_request` event.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "arguments": self.arguments,
-            "timeout_ms": self.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        })
-    }
+/// The data of the `approval_request` event announcing `request`.
+pub fn request_json(request: &ApprovalRequest) -> Value {
+    json!({
+        "id": request.call_id,
+        "name": request.name,
+        "arguments": request.arguments,
+        "timeout_ms": request.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+    })
 }
 
 /// How a call that no longer waits ended its wait.
@@ -122,7 +80,7 @@ impl AnswerError {
 type Key = (String, String);
 
 struct Pending {
-    reply: oneshot::Sender<Approval>,
+    request: ApprovalRequest,
     deadline: Option<Instant>,
 }
 
@@ -143,9 +101,24 @@ impl Book {
     fn settled(&self, key: &Key) -> Option<Settled> {
         self.settled.iter().rev().find(|(k, _)| k == key).map(|(_, how)| *how)
     }
+
+    /// Drops the entries of calls that stopped waiting unanswered.
+    fn prune(&mut self) {
+        let gone: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.request.is_waiting())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            if let Some(pending) = self.pending.remove(&key) {
+                self.settle(key, expired_or_withdrawn(pending.deadline));
+            }
+        }
+    }
 }
 
-/// The service's approver: the pending calls of every session (see the module docs).
+/// The pending approval questions of every session (see the module docs).
 pub struct Approvals {
     policies: PolicyConfig,
     book: Mutex<Book>,
@@ -158,7 +131,7 @@ impl std::fmt::Debug for Approvals {
 }
 
 impl Approvals {
-    /// An approver for the tools `policies` marks with `approval = true`.
+    /// The book for the tools `policies` configures.
     pub fn new(policies: PolicyConfig) -> Self {
         Self { policies, book: Mutex::new(Book::default()) }
     }
@@ -168,12 +141,27 @@ impl Approvals {
         self.policies.approval(tool).is_some()
     }
 
-    /// Calls waiting for an answer, in all sessions.
+    /// The calls waiting now.
     pub fn pending(&self) -> usize {
         self.book().pending.len()
     }
 
-    /// Answers the call `call_id` of session `session`.
+    /// Files the question of a call of `session` until it is answered or stops waiting. A
+    /// second question with the same key is denied at once (call ids are unique per turn).
+    pub fn register(&self, session: &str, request: ApprovalRequest) {
+        let key = (session.to_owned(), request.call_id.clone());
+        let mut book = self.book();
+        if book.pending.contains_key(&key) {
+            let _ = request
+                .answer(Approval::denied_because("another call with the same id is waiting"));
+            return;
+        }
+        let deadline = request.timeout.map(|t| Instant::now() + t);
+        tracing::info!(session, call = %request.call_id, tool = %request.name, "waiting for an approval");
+        book.pending.insert(key, Pending { request, deadline });
+    }
+
+    /// Answers the call `call_id` of `session`.
     pub fn answer(
         &self,
         session: &str,
@@ -189,12 +177,13 @@ impl Approvals {
             Approval::Approved => Settled::Approved,
             Approval::Denied { .. } => Settled::Denied,
         };
-        match pending.reply.send(approval) {
+        tracing::info!(session, call = call_id, ?approval, "approval answered");
+        match pending.request.answer(approval) {
             Ok(()) => {
                 book.settle(key, how);
                 Ok(())
             }
-            // The wait ended just now, before its entry was removed.
+            // The wait ended just now, after the book was pruned.
             Err(_) => {
                 let how = expired_or_withdrawn(pending.deadline);
                 book.settle(key, how);
@@ -203,12 +192,12 @@ impl Approvals {
         }
     }
 
-    /// Denies every call of `session` still waiting (the session is being deleted).
+    /// Denies the calls of `session` still waiting (the session is deleted).
     pub fn withdraw_session(&self, session: &str) {
         self.withdraw(|s| s == session, "its session was deleted");
     }
 
-    /// Denies every waiting call (the service is shutting down: the turns can end).
+    /// Denies every call still waiting (the service shuts down).
     pub fn withdraw_all(&self) {
         self.withdraw(|_| true, "the service is shutting down");
     }
@@ -219,15 +208,18 @@ impl Approvals {
         for key in keys {
             if let Some(pending) = book.pending.remove(&key) {
                 // The call may have stopped waiting just now: nobody is left to tell.
-                let _ = pending.reply.send(Approval::denied_because(reason));
+                let _ = pending.request.answer(Approval::denied_because(reason));
             }
             book.settle(key, Settled::Withdrawn);
         }
     }
 
+    /// The book, pruned of calls that stopped waiting.
     fn book(&self) -> MutexGuard<'_, Book> {
         // Nothing panics while holding it; a poisoned lock still holds whole data.
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        book.prune();
+        book
     }
 }
 
@@ -242,80 +234,38 @@ fn expired_or_withdrawn(deadline: Option<Instant>) -> Settled {
     }
 }
 
-/// Removes a call's pending entry when its wait ends without an answer.
-struct Waiting<'a> {
-    approvals: &'a Approvals,
-    key: Key,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut book = self.approvals.book();
-        if let Some(pending) = book.pending.remove(&self.key) {
-            let how = expired_or_withdrawn(pending.deadline);
-            book.settle(self.key.clone(), how);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Approver for Approvals {
-    async fn approve(&self, call: &ToolCall) -> Approval {
-        let Ok(turn) = TURN.try_with(Clone::clone) else {
-            return Approval::denied_because("no client is connected to approve it");
-        };
-        let timeout = self.policies.approval(&call.name).flatten();
-        let key = (turn.session.clone(), call.id.clone());
-        let (reply, answer) = oneshot::channel();
-        {
-            let mut book = self.book();
-            if book.pending.contains_key(&key) {
-                return Approval::denied_because("another call with the same id is waiting");
-            }
-            let deadline = timeout.map(|t| Instant::now() + t);
-            book.pending.insert(key.clone(), Pending { reply, deadline });
-        }
-        let _waiting = Waiting { approvals: self, key };
-        let question = Question {
-            id: call.id.clone(),
-            name: call.name.clone(),
-            arguments: call.arguments.clone(),
-            timeout,
-        };
-        if turn.questions.send(question).is_err() {
-            return Approval::denied_because("the client went away");
-        }
-        tracing::info!(session = %turn.session, call = %call.id, tool = %call.name, "waiting for an approval");
-        let approval =
-            answer.await.unwrap_or_else(|_| Approval::denied_because("it was not answered"));
-        tracing::info!(session = %turn.session, call = %call.id, ?approval, "approval answered");
-        approval
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tokio::sync::mpsc;
+    use voxloop_core::tool::ApprovalAsker;
+
     use super::*;
 
-    fn approvals(toml: &str) -> std::sync::Arc<Approvals> {
-        std::sync::Arc::new(Approvals::new(toml::from_str(toml).unwrap()))
+    fn approvals(toml: &str) -> Arc<Approvals> {
+        Arc::new(Approvals::new(toml::from_str(toml).unwrap()))
     }
 
-    fn call(id: &str) -> ToolCall {
-        ToolCall::with_id(id, "pay", json!({"amount": 5}))
-    }
-
-    /// Starts `approve(call)` inside the turn of `session`; returns the task and the question.
+    /// A call of `session` that asks (as a turn's policy layer does) and is filed (as the
+    /// turn's stream does); the waiting call and its question.
     async fn ask(
-        approvals: &std::sync::Arc<Approvals>,
+        approvals: &Arc<Approvals>,
         session: &str,
         id: &str,
-    ) -> (tokio::task::JoinHandle<Approval>, Question) {
-        let (turn, mut questions) = TurnApprovals::new(session);
-        let approver = std::sync::Arc::clone(approvals);
-        let call = call(id);
-        let task = tokio::spawn(scope(turn, async move { approver.approve(&call).await }));
+        timeout: Option<Duration>,
+    ) -> (tokio::task::JoinHandle<Approval>, ApprovalRequest) {
+        let (tx, mut questions) = mpsc::unbounded_channel();
+        let asker = ApprovalAsker::new(move |request| {
+            let _ = tx.send(request);
+        });
+        let id = id.to_owned();
+        let task = tokio::spawn(async move {
+            asker.ask(&id, "pay", &serde_json::json!({"amount": 5}), timeout).await
+        });
         let question = questions.recv().await.unwrap();
+        approvals.register(session, question.clone());
         (task, question)
     }
 
@@ -323,10 +273,9 @@ mod tests {
     async fn answers_reach_the_waiting_call_once() {
         let approvals = approvals("[tools.pay]\napproval = true\napproval_timeout_ms = 5000");
         assert!(approvals.required("pay") && !approvals.required("other"));
-        let (task, question) = ask(&approvals, "s1", "call_a").await;
-        assert_eq!(question.timeout, Some(Duration::from_secs(5)));
-        assert_eq!(question.to_json()["timeout_ms"], 5000);
-        assert_eq!(question.to_json()["arguments"], json!({"amount": 5}));
+        let (task, question) = ask(&approvals, "s1", "call_a", Some(Duration::from_secs(5))).await;
+        assert_eq!(request_json(&question)["timeout_ms"], 5000);
+        assert_eq!(request_json(&question)["arguments"], serde_json::json!({"amount": 5}));
         assert_eq!(approvals.pending(), 1);
         // Keyed by session too: the same call id elsewhere is unknown.
         let other = approvals.answer("s2", "call_a", Approval::Approved);
@@ -341,9 +290,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_wait_leaves_nothing_pending() {
-        let approvals = approvals("[tools.pay]\napproval = true\napproval_timeout_ms = 0");
-        let (task, question) = ask(&approvals, "s1", "call_b").await;
-        assert_eq!(question.timeout, None);
+        let approvals = approvals("[tools.pay]\napproval = true");
+        let (task, question) = ask(&approvals, "s1", "call_b", None).await;
+        assert_eq!(request_json(&question)["timeout_ms"], Value::Null);
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
         assert_eq!(approvals.pending(), 0);
@@ -354,8 +303,8 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_session_or_shutting_down_denies_the_waiting_calls() {
         let approvals = approvals("[tools.pay]\napproval = true");
-        let (first, _) = ask(&approvals, "s1", "call_c").await;
-        let (second, _) = ask(&approvals, "s2", "call_d").await;
+        let (first, _) = ask(&approvals, "s1", "call_c", None).await;
+        let (second, _) = ask(&approvals, "s2", "call_d", None).await;
         approvals.withdraw_session("s1");
         assert_eq!(first.await.unwrap(), Approval::denied_because("its session was deleted"));
         assert_eq!(approvals.pending(), 1, "the other session's call still waits");
@@ -368,12 +317,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn outside_a_turn_calls_are_denied() {
+    async fn a_duplicate_question_is_denied() {
         let approvals = approvals("[tools.pay]\napproval = true");
-        let approval = approvals.approve(&call("call_e")).await;
-        assert!(
-            matches!(approval, Approval::Denied { reason: Some(r) } if r.contains("no client"))
-        );
-        assert_eq!(approvals.pending(), 0);
+        let (_first, _) = ask(&approvals, "s1", "call_e", None).await;
+        let (second, _) = ask(&approvals, "s1", "call_e", None).await;
+        let second = second.await.unwrap();
+        assert!(matches!(second, Approval::Denied { reason: Some(r) } if r.contains("same id")));
+        assert_eq!(approvals.pending(), 1);
     }
 }

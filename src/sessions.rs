@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use voxloop_core::agent::{CancelHandle, Usage};
 use voxloop_core::session::Session;
-use voxloop_voices::VoiceProfile;
+use voxloop_voices::{SessionVoice, VoiceProfile};
 
 use crate::session_store::Meta;
 
@@ -28,8 +28,26 @@ use crate::session_store::Meta;
 pub struct SessionState {
     /// The conversation.
     pub session: Session,
-    /// The voice it speaks in now (`None` without a voice library).
-    pub voice: Option<Arc<VoiceProfile>>,
+    /// Its voice, which `timbre_rag` swaps and its speech follows (`None` without a voice
+    /// library). The session's extensions hold the same handle, so its tool calls carry it.
+    pub voice: Option<Arc<SessionVoice>>,
+}
+
+impl SessionState {
+    /// `session`, speaking in `voice` from now on.
+    pub fn new(mut session: Session, voice: Option<Arc<VoiceProfile>>) -> Self {
+        let voice = voice.map(|v| Arc::new(SessionVoice::new(v)));
+        match &voice {
+            Some(voice) => session.extensions_mut().insert(Arc::clone(voice)),
+            None => session.extensions_mut().remove::<Arc<SessionVoice>>(),
+        }
+        Self { session, voice }
+    }
+
+    /// The name of the voice the next speech is in.
+    pub fn voice_name(&self) -> Option<String> {
+        self.voice.as_ref().map(|v| v.current().name.clone())
+    }
 }
 
 /// What `GET /v1/sessions/{id}` reports.
@@ -209,7 +227,7 @@ fn end_reason(name: &str) -> Option<&'static str> {
 fn refresh(summary: &mut Summary, state: &SessionState) {
     summary.history_entries = state.session.history().len();
     summary.cached_tokens = state.session.cached_ids().len();
-    summary.voice = state.voice.as_ref().map(|v| v.name.clone());
+    summary.voice = state.voice_name();
     summary.mode = if state.session.settings().speech { "speech" } else { "text" };
 }
 
@@ -314,7 +332,7 @@ mod tests {
     use voxloop_core::session::SessionSettings;
 
     fn state() -> SessionState {
-        SessionState { session: Session::new(SessionSettings::default()), voice: None }
+        SessionState::new(Session::new(SessionSettings::default()), None)
     }
 
     #[test]

@@ -16,30 +16,10 @@ use tower::{Layer, Service};
 use voxloop_core::tool::{BoxError, ToolCall, ToolError, ToolErrorKind, ToolResult};
 
 use crate::classify::{call_ready, human, refuse};
+use crate::PolicyConfig;
 
-/// The answer to "may this call run?".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Approval {
-    /// Run it.
-    Approved,
-    /// Do not run it; the reason, if any, is shown to the model.
-    Denied {
-        /// Why, in a few words (`"not on a work day"`).
-        reason: Option<String>,
-    },
-}
-
-impl Approval {
-    /// A refusal without a reason.
-    pub const fn denied() -> Self {
-        Self::Denied { reason: None }
-    }
-
-    /// A refusal with a reason for the model.
-    pub fn denied_because(reason: impl Into<String>) -> Self {
-        Self::Denied { reason: Some(reason.into()) }
-    }
-}
+/// The answer to "may this call run?" (core's, shared with the turn's approval events).
+pub use voxloop_core::tool::Approval;
 
 /// Decides whether a call may run. Asked once per call, before any limit is taken.
 #[async_trait::async_trait]
@@ -201,6 +181,34 @@ where
     }
 }
 
+/// Asks the turn that made the call: the question becomes an
+/// [`AgentEvent::ApprovalRequested`](voxloop_core::agent::AgentEvent) in that turn's event
+/// stream, in order after the call's start, and whoever consumes the stream (an HTTP client,
+/// a realtime socket, a CLI prompt) answers through it. A call made outside a turn (no
+/// [`ApprovalAsker`](voxloop_core::tool::ApprovalAsker) in its context) is denied.
+#[derive(Debug, Clone, Default)]
+pub struct TurnApprover {
+    config: PolicyConfig,
+}
+
+impl TurnApprover {
+    /// Questions carry the approval timeout `config` sets for the tool.
+    pub fn new(config: PolicyConfig) -> Self {
+        Self { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Approver for TurnApprover {
+    async fn approve(&self, call: &ToolCall) -> Approval {
+        let Some(asker) = &call.context.approvals else {
+            return Approval::denied_because("no client is connected to approve it");
+        };
+        let timeout = self.config.approval(&call.name).flatten();
+        asker.ask(&call.id, &call.name, &call.arguments, timeout).await
+    }
+}
+
 /// The refusal of a call to `tool`.
 fn refused(tool: &str, reason: Option<&str>) -> ToolError {
     let message = match reason {
@@ -300,6 +308,32 @@ mod tests {
             "The call to tool \"send\" was not approved: nobody approved it within 30 s."
         );
         assert_eq!(tool.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_turn_approver_asks_the_calls_turn() {
+        let tool = Scripted::always(Step::ok("paid"));
+        let config: PolicyConfig =
+            toml::from_str("[tools.pay]\napproval = true\napproval_timeout_ms = 5000").unwrap();
+        let layer = ApprovalLayer::new(Arc::new(TurnApprover::new(config)), None);
+        let service = layer.layer(tool.clone());
+
+        let outside = service.clone().oneshot(call("pay", serde_json::json!({}))).await.unwrap();
+        assert!(outside.model_text().contains("no client is connected"), "{outside:?}");
+
+        let (tx, mut questions) = mpsc::unbounded_channel();
+        let mut in_turn = call("pay", serde_json::json!({"amount": 5}));
+        in_turn.context.approvals = Some(voxloop_core::tool::ApprovalAsker::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        let id = in_turn.id.clone();
+        let task = spawn_call(service, in_turn);
+        let question = questions.recv().await.unwrap();
+        assert_eq!((question.call_id.as_str(), question.name.as_str()), (id.as_str(), "pay"));
+        assert_eq!(question.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(tool.calls(), 0, "nothing runs before the answer");
+        question.answer(Approval::Approved).unwrap();
+        assert_eq!(task.await.unwrap().unwrap().outcome, Ok("paid".to_owned()));
     }
 
     #[tokio::test]

@@ -100,7 +100,7 @@ where
             match future.await {
                 Ok(result) => Ok(result),
                 Err(error) if error.is::<Overloaded>() => {
-                    let call = ToolCall { id, name, arguments: serde_json::Value::Null };
+                    let call = ToolCall::with_id(id, name, serde_json::Value::Null);
                     refuse(&call, busy(&call.name, max))
                 }
                 Err(error) => Err(into_tool_error(&name, error)),

@@ -92,7 +92,9 @@ mod testing;
 pub mod timeout;
 
 pub use access::{AccessLayer, AccessList};
-pub use approval::{Approval, ApprovalLayer, ApprovalRequest, Approver, ChannelApprover};
+pub use approval::{
+    Approval, ApprovalLayer, ApprovalRequest, Approver, ChannelApprover, TurnApprover,
+};
 pub use builder::Policies;
 pub use classify::{failure, is_transient};
 pub use concurrency::ConcurrencyLayer;

@@ -61,7 +61,7 @@ pub(super) async fn save_new(
     state: SessionState,
 ) -> Result<(SessionState, Option<String>), Response> {
     let Some(store) = rt.store.clone() else { return Ok((state, None)) };
-    let voice = state.voice.as_ref().map(|v| v.name.clone());
+    let voice = state.voice_name();
     let meta = Meta::new(&state.session, 0, None, Default::default(), voice);
     let saved = tokio::task::spawn_blocking(move || {
         let result = store.save(&state.session, &meta);
@@ -120,7 +120,7 @@ pub(super) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, Respo
         }
         Arc::clone(saved.unwrap_or(&v.start))
     });
-    match rt.sessions.restore(SessionState { session, voice }, &meta) {
+    match rt.sessions.restore(SessionState::new(session, voice), &meta) {
         Ok((slot, evicted)) => {
             tracing::info!(session = %id, turns = meta.turns, "session loaded from disk");
             log_eviction(evicted);

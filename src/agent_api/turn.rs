@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::response::sse::Event;
 use base64::Engine as _;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, OwnedMutexGuard};
 use voxloop_core::agent::{AgentEvent, TurnEndReason, TurnInput, Usage};
@@ -14,7 +14,7 @@ use voxloop_core::protocol::ToolChoice;
 
 use super::stored;
 use crate::agent_setup::AgentRuntime;
-use crate::approvals::Question;
+use crate::approvals;
 use crate::sessions::{SessionState, Slot};
 use crate::speech::{pcm16_le, Rendered, Utterances, SAMPLE_RATE};
 
@@ -84,21 +84,18 @@ pub(super) async fn run_turn(
     input: TurnInput,
     choice: Option<ToolChoice>,
     tx: mpsc::Sender<Event>,
-    mut questions: mpsc::UnboundedReceiver<Question>,
 ) {
     let mut out = Out { tx, gone: false };
-    // One turn on the model at a time; a turn of another session waits here.
-    let model = rt.model_lock.lock().await;
     let state = &mut *guard;
     let session_choice =
         choice.map(|c| std::mem::replace(&mut state.session.settings_mut().tool_choice, c));
     let mut speech = None;
     if let (Some(voice), Some(current)) = (&rt.voice, &state.voice) {
-        voice.active.set(Arc::clone(current));
         if state.session.settings().speech {
-            speech = voice.renderer.open(Arc::clone(&voice.active));
+            speech = voice.renderer.open(Arc::clone(current));
         }
     }
+    let session_id = state.session.id().to_owned();
 
     let mut stream = rt.agent.run_turn(&mut state.session, input);
     let cancel = stream.cancel_handle();
@@ -117,14 +114,10 @@ pub(super) async fn run_turn(
             },
             event = stream.next() => {
                 let Some(event) = event else { break };
-                handle_event(&mut out, &mut speech, event, &mut finished).await;
-            }
-            Some(question) = questions.recv() => {
-                // The call's `tool_call` event may still wait in the stream: it goes first.
-                while let Some(Some(event)) = stream.next().now_or_never() {
-                    handle_event(&mut out, &mut speech, event, &mut finished).await;
+                if let AgentEvent::ApprovalRequested(request) = &event {
+                    rt.approvals.register(&session_id, request.clone());
                 }
-                out.send("approval_request", question.to_json()).await;
+                handle_event(&mut out, &mut speech, event, &mut finished).await;
             }
         }
         if out.gone && !cancel.is_cancelled() {
@@ -151,11 +144,6 @@ pub(super) async fn run_turn(
     if let Some(choice) = session_choice {
         state.session.settings_mut().tool_choice = choice;
     }
-    if let Some(voice) = &rt.voice {
-        state.voice = Some(voice.active.current());
-    }
-    // The model is free for other sessions while this one is saved.
-    drop(model);
     let (reason, usage) = finished.unwrap_or((
         TurnEndReason::Error("the turn ended without finishing".into()),
         Usage::default(),
@@ -224,6 +212,9 @@ async fn handle_event(
             let mut data = usage_json(&usage);
             data["step"] = json!(step);
             out.send("usage", data).await
+        }
+        AgentEvent::ApprovalRequested(request) => {
+            out.send("approval_request", approvals::request_json(&request)).await
         }
         AgentEvent::TurnFinished { reason, usage } => *finished = Some((reason, usage)),
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use voxloop_core::tool::{Tool, ToolType};
+use voxloop_core::tool::{Tool, ToolContext, ToolType};
 use voxloop_retrieval::search::SearchRequest;
 use voxloop_retrieval::{AudioIndex, Hit, ItemFilter, ItemKind};
 use voxloop_voices::{SessionVoice, VoiceSwapper};
@@ -142,22 +142,19 @@ pub struct TimbreArgs {
     pub query: String,
 }
 
-/// The `timbre_rag` tool: one per session, holding that session's voice.
+/// The `timbre_rag` tool: swaps the voice of the session whose turn calls it. That session's
+/// voice comes with the call, as the `Arc<SessionVoice>` its front door attached to the
+/// session (`Session::extensions_mut`), so one tool serves every session and no session's
+/// swap reaches another.
 #[derive(Debug, Clone)]
 pub struct TimbreRag {
     swapper: VoiceSwapper,
-    session: Arc<SessionVoice>,
 }
 
 impl TimbreRag {
-    /// A tool that swaps `session`'s voice through `swapper`.
-    pub fn new(swapper: VoiceSwapper, session: Arc<SessionVoice>) -> Self {
-        Self { swapper, session }
-    }
-
-    /// The session voice it changes.
-    pub fn session(&self) -> &Arc<SessionVoice> {
-        &self.session
+    /// A tool that swaps calling sessions' voices through `swapper`.
+    pub fn new(swapper: VoiceSwapper) -> Self {
+        Self { swapper }
     }
 }
 
@@ -187,10 +184,22 @@ impl Tool for TimbreRag {
         error.model_message()
     }
 
+    /// Outside a session that speaks there is no voice to swap.
     async fn call(&self, args: TimbreArgs) -> Result<String> {
-        let (swapper, session) = (self.swapper.clone(), Arc::clone(&self.session));
+        self.call_with_context(args, &ToolContext::default()).await
+    }
+
+    async fn call_with_context(&self, args: TimbreArgs, context: &ToolContext) -> Result<String> {
+        let Some(session) = context.get::<Arc<SessionVoice>>().map(Arc::clone) else {
+            return Err(Error::NoSessionVoice);
+        };
+        let swapper = self.swapper.clone();
         let outcome = blocking("timbre_rag", move || swapper.swap(&session, &args.query)).await??;
-        tracing::info!(voice = %outcome.voice.name, "timbre_rag switched the session's voice");
+        tracing::info!(
+            session = context.session_id.as_deref().unwrap_or(""),
+            voice = %outcome.voice.name,
+            "timbre_rag switched the session's voice"
+        );
         Ok(outcome.confirmation.to_string())
     }
 }

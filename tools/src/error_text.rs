@@ -33,6 +33,7 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 pub(crate) fn model_message(error: &Error) -> String {
     match error {
         Error::Core(_) | Error::Background { .. } => "an internal error occurred".to_owned(),
+        Error::NoSessionVoice => "this conversation has no voice to switch".to_owned(),
         Error::Auth { service, .. } => {
             format!("{service} rejected the configured credentials; this will not succeed on retry")
         }

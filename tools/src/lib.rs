@@ -128,6 +128,10 @@ pub enum Error {
     /// The voice library or swap failed (`timbre_rag`).
     #[error("voices: {0}")]
     Voices(#[from] voxloop_voices::Error),
+    /// `timbre_rag` was called in a session that has no voice (it does not speak, or the
+    /// call came from outside a session).
+    #[error("timbre_rag: the calling session has no voice to swap")]
+    NoSessionVoice,
     /// A blocking task (index build or search) panicked or was cancelled.
     #[error("{what}: background task failed: {detail}")]
     Background { what: &'static str, detail: String },

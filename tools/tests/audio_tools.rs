@@ -69,7 +69,7 @@ fn world() -> World {
     let swapper = VoiceSwapper::new(library).with_index(Arc::clone(&index));
     let mut registry = ToolRegistry::new();
     registry.register(AudioSearch::new(index)).unwrap();
-    registry.register(TimbreRag::new(swapper, Arc::clone(&session))).unwrap();
+    registry.register(TimbreRag::new(swapper)).unwrap();
     World { _dir: dir, registry, session }
 }
 
@@ -116,7 +116,7 @@ async fn audio_search_rejects_bad_arguments_with_clear_messages() {
 #[tokio::test]
 async fn timbre_rag_swaps_the_session_voice_and_confirms() {
     let w = world();
-    let swap = |query: &str| w.registry.call(ToolCall::new("timbre_rag", json!({"query": query})));
+    let swap = |query: &str| w.registry.call(in_session(&w.session, query));
     let r = swap("a rough pirate voice").await;
     assert_eq!(r.outcome.unwrap(), "你的音色已经更新完成，请继续对话。");
     assert_eq!(w.session.current().name, "pirate");
@@ -135,4 +135,26 @@ async fn timbre_rag_swaps_the_session_voice_and_confirms() {
 
     // Declared as not idempotent, so retry layers leave it alone.
     assert!(!w.registry.get("timbre_rag").unwrap().idempotent());
+}
+
+/// A `timbre_rag` call made in the session whose voice is `voice`.
+fn in_session(voice: &Arc<SessionVoice>, query: &str) -> ToolCall {
+    let mut call = ToolCall::new("timbre_rag", json!({ "query": query }));
+    call.context.extensions.insert(Arc::clone(voice));
+    call
+}
+
+#[tokio::test]
+async fn timbre_rag_swaps_only_the_calling_sessions_voice() {
+    let w = world();
+    let other = Arc::new(SessionVoice::new(Arc::clone(w.session.original())));
+    let r = w.registry.call(in_session(&other, "a rough pirate voice")).await;
+    assert!(r.outcome.is_ok(), "{r:?}");
+    assert_eq!(other.current().name, "pirate");
+    assert_eq!(w.session.current().name, "default_female", "the other session keeps its voice");
+
+    // No session voice with the call: nothing to swap, and the model is told so.
+    let r = w.registry.call(ToolCall::new("timbre_rag", json!({"query": "pirate"}))).await;
+    let message = r.outcome.unwrap_err().model_message;
+    assert!(message.contains("no voice to switch"), "{message}");
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::tool::ToolError;
+use crate::tool::{ApprovalRequest, ToolError};
 
 /// Token counts of one generation step, or of a whole turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,6 +73,9 @@ pub enum AgentEvent {
         /// The arguments as the model wrote them (`null` when they could not be read).
         arguments: Value,
     },
+    /// A tool call waits for approval (a policy asks before running it): answer through
+    /// the request. Comes after the call's `ToolCallStarted`, before its `ToolCallFinished`.
+    ApprovalRequested(ApprovalRequest),
     /// A tool call ended; its result (or error message) is what the model reads next.
     ToolCallFinished {
         /// The call id.

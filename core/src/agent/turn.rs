@@ -18,7 +18,9 @@ use crate::generate::{FinishReason, GenerationEvent, GenerationRequest};
 use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoice};
 use crate::session::{AssistantTurn, Session, SessionSettings, ToolResultTurn, Turn};
 use crate::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
-use crate::tool::{new_call_id, ToolCall, ToolError, ToolErrorKind, ToolResult};
+use crate::tool::{
+    new_call_id, ApprovalAsker, ToolCall, ToolContext, ToolError, ToolErrorKind, ToolResult,
+};
 use crate::{Error, Result};
 
 /// What the model is told about a call abandoned by a cancelled turn.
@@ -36,10 +38,19 @@ pub(super) async fn drive(
     cancel: CancelHandle,
 ) {
     let span = telemetry::invoke_agent(&agent.config, session.id());
+    let asker = out.clone();
+    let context = ToolContext {
+        session_id: Some(session.id().to_owned()),
+        extensions: session.extensions().clone(),
+        approvals: Some(ApprovalAsker::new(move |request| {
+            asker.emit(AgentEvent::ApprovalRequested(request));
+        })),
+    };
     let mut run = TurnRun {
         agent,
         out: &out,
         cancel: &cancel,
+        context,
         span: span.clone(),
         usage: Usage::default(),
         steps: 0,
@@ -54,6 +65,8 @@ struct TurnRun<'a> {
     agent: &'a Agent,
     out: &'a Emitter,
     cancel: &'a CancelHandle,
+    /// What each tool call of the turn carries.
+    context: ToolContext,
     span: Span,
     usage: Usage,
     steps: usize,
@@ -317,7 +330,9 @@ impl TurnRun<'_> {
             match slot {
                 Ok(call) => {
                     self.started(&call.id, &call.name, call.arguments.clone());
-                    runnable.push((i, call.clone()));
+                    let mut call = call.clone();
+                    call.context = self.context.clone();
+                    runnable.push((i, call));
                 }
                 Err(error) => {
                     let call = ToolCall::with_id(new_call_id(), "", Value::Null);

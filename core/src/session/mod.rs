@@ -53,6 +53,7 @@ pub use settings::{
 pub use turn::{AssistantTurn, HumanPart, MelChunk, ToolResultTurn, Turn};
 
 use crate::audio::N_MELS;
+use crate::tool::Extensions;
 use crate::{Error, Result};
 
 /// The version written in saved files; loading refuses other versions.
@@ -82,6 +83,8 @@ pub struct Session {
     settings: SessionSettings,
     history: Vec<Turn>,
     cache: Option<CacheState>,
+    /// What the front door attached (not saved): every tool call of its turns carries it.
+    extensions: Extensions,
 }
 
 /// The saved form of a session.
@@ -105,6 +108,7 @@ impl Session {
             settings,
             history: Vec::new(),
             cache: None,
+            extensions: Extensions::new(),
         }
     }
 
@@ -125,6 +129,18 @@ impl Session {
 
     /// The settings, to change them between turns. The system prompt, date line and voice
     /// instruction only take effect in a new history (see [`Session::reset`]).
+    /// What the front door attached to this session for its tools (its voice, say): each
+    /// tool call of its turns carries it in its [`ToolContext`](crate::tool::ToolContext).
+    /// Not saved with the session.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// The extensions, to attach something.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
     pub fn settings_mut(&mut self) -> &mut SessionSettings {
         &mut self.settings
     }
@@ -213,6 +229,7 @@ impl Session {
             settings: file.settings,
             history: file.history,
             cache: None,
+            extensions: Extensions::new(),
         })
     }
 

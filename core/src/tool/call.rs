@@ -5,10 +5,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::context::ToolContext;
 use super::error::{ToolError, ToolErrorKind};
 
 /// One call the model asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolCall {
     /// Unique per call, e.g. `call_3f1c…` (see [`ToolCall::new`]). It ties the result and
     /// the `execute_tool` span (`gen_ai.tool.call.id`) to the call; it is not rendered into
@@ -18,17 +19,27 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments as the model wrote them; `null` counts as `{}`.
     pub arguments: Value,
+    /// The turn's context (session, its extensions, the approval channel), set by the agent
+    /// loop; not something the model wrote, so neither serialized nor compared.
+    #[serde(skip)]
+    pub context: ToolContext,
+}
+
+impl PartialEq for ToolCall {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.name == other.name && self.arguments == other.arguments
+    }
 }
 
 impl ToolCall {
     /// A call with a fresh id: `call_` followed by a random UUID v4 in simple form.
     pub fn new(name: impl Into<String>, arguments: Value) -> Self {
-        Self { id: new_call_id(), name: name.into(), arguments }
+        Self::with_id(new_call_id(), name, arguments)
     }
 
     /// A call with the given id.
     pub fn with_id(id: impl Into<String>, name: impl Into<String>, arguments: Value) -> Self {
-        Self { id: id.into(), name: name.into(), arguments }
+        Self { id: id.into(), name: name.into(), arguments, context: ToolContext::default() }
     }
 }
 

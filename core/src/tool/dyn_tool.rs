@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::error::{error_chain, ToolError, ToolErrorKind};
 use super::schema::{parameters_schema, ToolDefinition};
-use super::{Tool, ToolType};
+use super::{Tool, ToolContext, ToolType};
 use crate::Result;
 
 /// A tool behind a pointer: JSON arguments in, text out.
@@ -33,7 +33,11 @@ pub trait DynTool: Send + Sync + 'static {
 
     /// Deserialises `args` (`null` counts as `{}`), runs the tool and renders its output as
     /// text for the model.
-    fn call_json(&self, args: Value) -> BoxFuture<'_, Result<String, ToolError>>;
+    fn call_json<'a>(
+        &'a self,
+        args: Value,
+        context: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<String, ToolError>>;
 }
 
 impl<T: Tool> DynTool for T {
@@ -57,7 +61,11 @@ impl<T: Tool> DynTool for T {
         self.tool_type()
     }
 
-    fn call_json(&self, args: Value) -> BoxFuture<'_, Result<String, ToolError>> {
+    fn call_json<'a>(
+        &'a self,
+        args: Value,
+        context: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<String, ToolError>> {
         Box::pin(async move {
             let args: T::Args = serde_json::from_value(null_as_empty(args)).map_err(|e| {
                 ToolError::new(
@@ -66,7 +74,7 @@ impl<T: Tool> DynTool for T {
                 )
                 .with_detail(format!("tool \"{}\": arguments do not deserialise: {e}", T::NAME))
             })?;
-            let output = Tool::call(self, args).await.map_err(|e| {
+            let output = Tool::call_with_context(self, args, context).await.map_err(|e| {
                 ToolError::new(
                     ToolErrorKind::Execution,
                     format!("Tool \"{}\" failed: {}", T::NAME, self.error_message(&e)),

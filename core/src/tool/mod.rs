@@ -65,6 +65,7 @@
 //! to the model, its `detail` to spans and logs.
 
 mod call;
+mod context;
 mod dyn_tool;
 mod error;
 mod registry;
@@ -72,6 +73,9 @@ mod schema;
 mod service;
 
 pub use call::{new_call_id, ToolCall, ToolResult};
+pub use context::{
+    Approval, ApprovalAsker, ApprovalRequest, Extensions, NoLongerWaiting, ToolContext,
+};
 pub use dyn_tool::{render_output, DynTool};
 pub use error::{BoxError, ToolError, ToolErrorKind, Transient, MAX_MODEL_MESSAGE_BYTES};
 pub use registry::{RegisteredTool, ToolRegistry};
@@ -134,6 +138,18 @@ pub trait Tool: Send + Sync + 'static {
 
     /// Runs the tool.
     async fn call(&self, args: Self::Args) -> Result<Self::Output, Self::Error>;
+
+    /// Runs the tool for a call made in `context` (its session and what the front door
+    /// attached to it, see [`ToolContext`]). Defaults to [`call`](Self::call); tools that act
+    /// on the calling session override this one.
+    async fn call_with_context(
+        &self,
+        args: Self::Args,
+        context: &ToolContext,
+    ) -> Result<Self::Output, Self::Error> {
+        let _ = context;
+        self.call(args).await
+    }
 }
 
 /// The OpenTelemetry `gen_ai.tool.type` of a tool.

@@ -92,12 +92,12 @@ impl ToolService {
     /// Runs one call to completion: validate, deserialise, call, render, with panics caught.
     async fn run(self, call: ToolCall) -> ToolResult {
         let start = Instant::now();
-        let ToolCall { id, name: called, arguments } = call;
+        let ToolCall { id, name: called, arguments, context } = call;
         let name = self.name();
         let attempt = async {
             let args = null_as_empty(arguments);
             self.shared.validator.check(name, &args)?;
-            self.tool.call_json(args).await
+            self.tool.call_json(args, &context).await
         };
         let outcome = match AssertUnwindSafe(attempt).catch_unwind().await {
             Ok(outcome) => outcome,
