@@ -154,6 +154,11 @@ async fn main() -> anyhow::Result<()> {
                 Ok(text) => println!("{name} answered in {duration:?}: {text}"),
                 Err(error) => println!("{name} failed: {}", error.model_message),
             },
+            // Only `Agent::speak_turn` with a renderer (token2wav) turns codes into audio.
+            AgentEvent::Audio { pcm, sample_rate } => {
+                println!("audio: {} samples at {sample_rate} Hz", pcm.len())
+            }
+            AgentEvent::SpeechFailed { message } => println!("speech failed: {message}"),
             AgentEvent::ApprovalRequested(request) => {
                 // No tool here is behind an approval policy; a front door would ask a person.
                 println!("approval asked for call {}", request.call_id)

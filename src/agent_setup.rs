@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use voxloop_core::agent::{Agent, AgentConfig};
+use voxloop_core::agent::{Agent, AgentConfig, SpeechRenderer};
 use voxloop_core::audio::AudioLimits;
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::SessionSettings;
@@ -17,13 +17,12 @@ use voxloop_core::tool::{Tool, ToolRegistry};
 use voxloop_policies::{Approver, Policies, TurnApprover};
 use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
-use voxloop_voices::{VoiceLibrary, VoiceProfile, VoiceSwapper};
+use voxloop_voices::{Token2Wav, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
 use crate::approvals::Approvals;
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
 use crate::session_store::SessionStore;
 use crate::sessions::SessionTable;
-use crate::speech::Renderer;
 
 /// Largest audio upload of one turn, before base64 (the request body limit is 4/3 of it
 /// plus room for the JSON around it).
@@ -51,8 +50,8 @@ pub struct AgentRuntime {
 
 /// token2wav on its thread and the voices.
 pub struct VoiceRuntime {
-    /// The render thread.
-    pub renderer: Renderer,
+    /// token2wav on its render thread.
+    pub renderer: SpeechRenderer,
     /// The voice new sessions start in.
     pub start: Arc<VoiceProfile>,
     /// The voices, to find a saved session's voice again.
@@ -158,7 +157,12 @@ pub fn load(
                 }
                 swapper = swapper.with_index(Arc::clone(index));
             }
-            let renderer = Renderer::spawn(token2wav_dir.clone(), config.model.device.resolve()?)?;
+            let device = config.model.device.resolve()?;
+            let dir = token2wav_dir.clone();
+            let renderer = SpeechRenderer::spawn("voxloop-token2wav", move || {
+                Token2Wav::load(&dir, device)
+                    .map_err(|e| format!("loading token2wav from {}: {e}", dir.display()))
+            })?;
             let timbre = TimbreRag::new(swapper);
             let voice = VoiceRuntime { renderer, start, library, token2wav_dir };
             (Some(timbre), Some(voice))

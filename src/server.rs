@@ -84,7 +84,7 @@ fn health(
             voice: rt.voice.as_ref().map(|v| VoiceHealth {
                 name: v.start.name.clone(),
                 token2wav: v.token2wav_dir.display().to_string(),
-                sample_rate: crate::speech::SAMPLE_RATE,
+                sample_rate: v.renderer.sample_rate(),
             }),
         }),
     }

@@ -16,7 +16,7 @@ use super::stored;
 use crate::agent_setup::AgentRuntime;
 use crate::approvals;
 use crate::sessions::{SessionState, Slot};
-use crate::speech::{pcm16_le, Rendered, Utterances, SAMPLE_RATE};
+use crate::speech::pcm16_le;
 
 /// Where a turn's events go; notices a client that went away.
 struct Out {
@@ -44,39 +44,18 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn audio_json(pcm: &[f32]) -> Value {
+fn audio_json(pcm: &[f32], sample_rate: u32) -> Value {
     json!({
-        "sample_rate": SAMPLE_RATE,
+        "sample_rate": sample_rate,
         "samples": pcm.len(),
         "pcm16": base64::engine::general_purpose::STANDARD.encode(pcm16_le(pcm)),
     })
 }
 
-/// The next rendered output, or never when there is no renderer.
-async fn next_rendered(speech: &mut Option<Utterances>) -> Option<Rendered> {
-    match speech {
-        Some(s) => s.output.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn forward_rendered(out: &mut Out, speech: &mut Option<Utterances>, rendered: Rendered) {
-    match rendered {
-        Rendered::Pcm(pcm) => out.send("audio", audio_json(&pcm)).await,
-        Rendered::Failed(message) => {
-            out.send("error", json!({ "message": format!("speech rendering: {message}") })).await
-        }
-        Rendered::Flushed => {
-            if let Some(s) = speech.as_mut() {
-                s.flushed();
-            }
-        }
-    }
-}
-
-/// Runs one turn of `slot`'s session and streams it to `tx`, with the approval requests of
-/// its tool calls from `questions`; saves the session before `done` (see
-/// [`stored::save`]). See the module docs of [`crate::agent_api`].
+/// Runs one turn of `slot`'s session (core's spoken turn: text, speech and its audio, tool
+/// calls, approval questions, filed in [`crate::approvals`] for the client's answer) and
+/// streams it to `tx`; saves the session before `done` (see [`stored::save`]). See the module
+/// docs of [`crate::agent_api`].
 pub(super) async fn run_turn(
     rt: Arc<AgentRuntime>,
     slot: Arc<Slot>,
@@ -89,57 +68,29 @@ pub(super) async fn run_turn(
     let state = &mut *guard;
     let session_choice =
         choice.map(|c| std::mem::replace(&mut state.session.settings_mut().tool_choice, c));
-    let mut speech = None;
-    if let (Some(voice), Some(current)) = (&rt.voice, &state.voice) {
-        if state.session.settings().speech {
-            speech = voice.renderer.open(Arc::clone(current));
-        }
-    }
     let session_id = state.session.id().to_owned();
-
-    let mut stream = rt.agent.run_turn(&mut state.session, input);
+    let renderer = rt.voice.as_ref().map(|v| &v.renderer);
+    let mut stream = rt.agent.speak_turn(&mut state.session, input, renderer);
     let cancel = stream.cancel_handle();
     slot.set_running(Some(cancel.clone()));
     let mut finished: Option<(TurnEndReason, Usage)> = None;
-    let mut closed = false;
     loop {
         tokio::select! {
-            _ = out.tx.closed(), if !closed => {
-                closed = true;
-                out.gone = true;
-            }
-            rendered = next_rendered(&mut speech) => match rendered {
-                Some(r) => forward_rendered(&mut out, &mut speech, r).await,
-                None => speech = None,
-            },
+            _ = out.tx.closed(), if !out.gone => out.gone = true,
             event = stream.next() => {
                 let Some(event) = event else { break };
                 if let AgentEvent::ApprovalRequested(request) = &event {
                     rt.approvals.register(&session_id, request.clone());
                 }
-                handle_event(&mut out, &mut speech, event, &mut finished).await;
+                handle_event(&mut out, event, &mut finished).await;
             }
         }
         if out.gone && !cancel.is_cancelled() {
-            tracing::info!(session = %slot.summary().id, "client went away: cancelling the turn");
+            tracing::info!(session = %session_id, "client went away: cancelling the turn");
             cancel.cancel();
-            // Nothing more is said to nobody.
-            speech = None;
         }
     }
     drop(stream);
-
-    // The speech of the last step, before `done`.
-    if let Some(s) = speech.as_mut() {
-        s.flush();
-    }
-    while speech.as_ref().is_some_and(|s| s.pending_flushes() > 0) {
-        match next_rendered(&mut speech).await {
-            Some(r) => forward_rendered(&mut out, &mut speech, r).await,
-            None => break,
-        }
-    }
-    drop(speech);
 
     if let Some(choice) = session_choice {
         state.session.settings_mut().tool_choice = choice;
@@ -169,9 +120,9 @@ pub(super) async fn run_turn(
     out.send("done", done).await;
 }
 
+/// Sends `event` as its SSE event (see the module docs of [`crate::agent_api`]).
 async fn handle_event(
     out: &mut Out,
-    speech: &mut Option<Utterances>,
     event: AgentEvent,
     finished: &mut Option<(TurnEndReason, Usage)>,
 ) {
@@ -179,11 +130,12 @@ async fn handle_event(
         AgentEvent::TextDelta { text, in_speech } => {
             out.send("text", json!({ "text": text, "in_speech": in_speech })).await
         }
-        AgentEvent::AudioTokens(codes) => {
-            if let Some(s) = speech.as_mut() {
-                s.push(codes.clone());
-            }
-            out.send("audio_tokens", json!({ "codes": codes })).await
+        AgentEvent::AudioTokens(codes) => out.send("audio_tokens", json!({ "codes": codes })).await,
+        AgentEvent::Audio { pcm, sample_rate } => {
+            out.send("audio", audio_json(&pcm, sample_rate)).await
+        }
+        AgentEvent::SpeechFailed { message } => {
+            out.send("error", json!({ "message": format!("speech rendering: {message}") })).await
         }
         AgentEvent::ToolCallStarted { id, name, arguments } => {
             out.send("tool_call", json!({ "id": id, "name": name, "arguments": arguments })).await
@@ -204,11 +156,6 @@ async fn handle_event(
             out.send("tool_result", data).await
         }
         AgentEvent::Usage { step, usage } => {
-            // A step ends: its speech is one utterance, rendered to the end now (before a
-            // tool runs).
-            if let Some(s) = speech.as_mut() {
-                s.flush();
-            }
             let mut data = usage_json(&usage);
             data["step"] = json!(step);
             out.send("usage", data).await

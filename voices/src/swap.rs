@@ -301,6 +301,26 @@ impl voxloop_core::agent::SpeechSink for VoiceStream<'_> {
     }
 }
 
+/// token2wav on a speech thread: each utterance is a [`VoiceStream`] in the session's voice
+/// (the `Arc<SessionVoice>` in its extensions), following that session's swaps.
+impl voxloop_core::agent::SpeechEngine for Token2Wav {
+    type Sink<'a> = VoiceStream<'a>;
+
+    fn sample_rate(&self) -> u32 {
+        crate::token2wav::SAMPLE_RATE
+    }
+
+    fn open(
+        &self,
+        session: &voxloop_core::tool::Extensions,
+    ) -> std::result::Result<VoiceStream<'_>, String> {
+        let voice = session
+            .get::<Arc<SessionVoice>>()
+            .ok_or_else(|| "the session has no voice to speak in".to_owned())?;
+        VoiceStream::new(self, Arc::clone(voice)).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,12 @@ pub enum AgentEvent {
     TextDelta { text: String, in_speech: bool },
     /// Speech codes (0..=6560, 25 Hz) for the vocoder.
     AudioTokens(Vec<u16>),
+    /// Rendered speech (turns run with [`Agent::speak_turn`](super::Agent::speak_turn)):
+    /// mono samples in [-1, 1], as the vocoder's chunks complete, so they interleave with
+    /// the events after the codes; all of a turn's audio comes before its `TurnFinished`.
+    Audio { pcm: Vec<f32>, sample_rate: u32 },
+    /// Rendering failed; the rest of that utterance is not spoken (the turn goes on).
+    SpeechFailed { message: String },
     /// A tool call starts running (or, for a malformed call, is answered at once).
     ToolCallStarted {
         /// The call id (`gen_ai.tool.call.id`).

@@ -69,6 +69,7 @@
 mod constraints;
 mod events;
 mod prompt;
+mod render;
 mod speech;
 mod stream;
 mod telemetry;
@@ -84,7 +85,8 @@ use tch::Kind;
 
 pub use constraints::{ConstraintFactory, GrammarConstraints};
 pub use events::{AgentEvent, TurnEndReason, Usage};
-pub use speech::SpeechSink;
+pub use render::{Rendered, SpeechRenderer, Utterances};
+pub use speech::{SpeechEngine, SpeechSink};
 pub use stream::{CancelHandle, TurnStream};
 
 use crate::audio::{AudioChunk, N_MELS};
@@ -313,6 +315,27 @@ impl Agent {
         let cancel = CancelHandle::new();
         let handle = cancel.clone();
         TurnStream::new(cancel, move |out| Box::pin(turn::drive(self, session, input, out, handle)))
+    }
+
+    /// [`run_turn`](Self::run_turn), with the speech rendered: when the session speaks
+    /// ([`SessionSettings::speech`]) its speech codes go to `renderer`, in the voice the
+    /// session's extensions give, and the stream carries the samples as
+    /// [`AgentEvent::Audio`] events. This is the turn every front door runs (HTTP sessions,
+    /// `voxloop generate`, the examples).
+    pub fn speak_turn<'a>(
+        &'a self,
+        session: &'a mut Session,
+        input: TurnInput,
+        renderer: Option<&SpeechRenderer>,
+    ) -> TurnStream<'a> {
+        let speech = renderer
+            .filter(|_| session.settings().speech)
+            .map(|renderer| (renderer, session.extensions().clone()));
+        let stream = self.run_turn(session, input);
+        match speech {
+            Some((renderer, extensions)) => stream.with_speech(renderer, extensions),
+            None => stream,
+        }
     }
 
     /// The number of positions in the model's cache (waits for the running turn's jobs).

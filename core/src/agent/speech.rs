@@ -24,3 +24,20 @@ pub trait SpeechSink {
     /// Renders whatever is buffered as the end of the utterance and returns it.
     fn finish(&mut self) -> Result<Vec<f32>, Self::Error>;
 }
+
+/// A vocoder kept on the speech thread of a [`SpeechRenderer`](super::SpeechRenderer): it
+/// opens one [`SpeechSink`] per utterance, in the voice that the session's extensions give
+/// (`voxloop-voices` implements it for token2wav, reading the session's `SessionVoice`).
+pub trait SpeechEngine: 'static {
+    /// One utterance's sink, borrowing the engine.
+    type Sink<'a>: SpeechSink
+    where
+        Self: 'a;
+
+    /// The sample rate of the samples its sinks return, in Hz.
+    fn sample_rate(&self) -> u32;
+
+    /// Opens an utterance for the session with `session` extensions; the error says why it
+    /// cannot speak (no voice, say).
+    fn open(&self, session: &crate::tool::Extensions) -> Result<Self::Sink<'_>, String>;
+}

@@ -10,6 +10,8 @@ use futures::Stream;
 use tokio::sync::{mpsc, watch};
 
 use super::events::AgentEvent;
+use super::render::{Rendered, SpeechRenderer, Utterances};
+use crate::tool::Extensions;
 
 /// Cancels a running turn (barge-in). Cheap to clone, usable from any thread.
 ///
@@ -80,6 +82,16 @@ pub struct TurnStream<'a> {
     driver: Option<BoxFuture<'a, ()>>,
     events: mpsc::UnboundedReceiver<AgentEvent>,
     cancel: CancelHandle,
+    /// The turn's speech on the render thread, when it is rendered.
+    speech: Option<Speech>,
+    /// `TurnFinished`, held back until the speech is rendered to its end.
+    finished: Option<AgentEvent>,
+}
+
+/// A turn's speech: codes go to the render thread, PCM comes back as events.
+struct Speech {
+    utterances: Utterances,
+    sample_rate: u32,
 }
 
 impl std::fmt::Debug for TurnStream<'_> {
@@ -99,7 +111,55 @@ impl<'a> TurnStream<'a> {
     ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
         let driver = make(Emitter(tx));
-        Self { driver: Some(driver), events, cancel }
+        Self { driver: Some(driver), events, cancel, speech: None, finished: None }
+    }
+
+    /// Renders the turn's speech codes on `renderer` (in the voice of `session`), adding
+    /// [`AgentEvent::Audio`] and [`AgentEvent::SpeechFailed`] events: each generation step's
+    /// speech is one utterance, flushed when the step ends, and `TurnFinished` waits for the
+    /// last one. A cancelled turn stops speaking at once.
+    pub(crate) fn with_speech(mut self, renderer: &SpeechRenderer, session: Extensions) -> Self {
+        let sample_rate = renderer.sample_rate();
+        self.speech = renderer.open(session).map(|utterances| Speech { utterances, sample_rate });
+        self
+    }
+
+    /// The next event of the turn's own, with speech codes and step ends passed to the
+    /// renderer and `TurnFinished` held back while it renders.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Option<AgentEvent>> {
+        loop {
+            if let Poll::Ready(Some(event)) = self.events.poll_recv(cx) {
+                return Poll::Ready(Some(event));
+            }
+            match self.driver.as_mut() {
+                Some(driver) => match driver.as_mut().poll(cx) {
+                    // The driver's emitter is gone: drain what it left, then end.
+                    Poll::Ready(()) => self.driver = None,
+                    Poll::Pending => return Poll::Pending,
+                },
+                None => return self.events.poll_recv(cx),
+            }
+        }
+    }
+
+    /// The next rendered output as an event; `Ready(None)` once nothing is rendering.
+    fn poll_speech(&mut self, cx: &mut Context<'_>) -> Poll<Option<AgentEvent>> {
+        loop {
+            let Some(speech) = self.speech.as_mut() else { return Poll::Ready(None) };
+            match speech.utterances.output.poll_recv(cx) {
+                Poll::Ready(Some(Rendered::Pcm(pcm))) => {
+                    let sample_rate = speech.sample_rate;
+                    return Poll::Ready(Some(AgentEvent::Audio { pcm, sample_rate }));
+                }
+                Poll::Ready(Some(Rendered::Failed(message))) => {
+                    return Poll::Ready(Some(AgentEvent::SpeechFailed { message }))
+                }
+                Poll::Ready(Some(Rendered::Flushed)) => speech.utterances.flushed(),
+                // The render thread is gone.
+                Poll::Ready(None) => self.speech = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     /// A handle that cancels this turn.
@@ -114,17 +174,42 @@ impl Stream for TurnStream<'_> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AgentEvent>> {
         let this = &mut *self;
         loop {
-            if let Poll::Ready(Some(event)) = this.events.poll_recv(cx) {
-                return Poll::Ready(Some(event));
+            if this.cancel.is_cancelled() {
+                // Nothing more is said after a barge-in.
+                this.speech = None;
             }
-            match this.driver.as_mut() {
-                Some(driver) => match driver.as_mut().poll(cx) {
-                    // The driver's emitter is gone: drain what it left, then end.
-                    Poll::Ready(()) => this.driver = None,
-                    Poll::Pending => return Poll::Pending,
-                },
-                None => return this.events.poll_recv(cx),
+            let speaking = match this.poll_speech(cx) {
+                Poll::Ready(Some(event)) => return Poll::Ready(Some(event)),
+                Poll::Ready(None) => false,
+                Poll::Pending => true,
+            };
+            if this.finished.is_some() {
+                let rendering =
+                    this.speech.as_ref().is_some_and(|s| s.utterances.pending_flushes() > 0);
+                if rendering && speaking {
+                    return Poll::Pending;
+                }
+                this.speech = None;
+                return Poll::Ready(this.finished.take());
             }
+            let event = match this.poll_turn(cx) {
+                Poll::Ready(Some(event)) => event,
+                other => return other,
+            };
+            let Some(speech) = this.speech.as_mut() else { return Poll::Ready(Some(event)) };
+            match &event {
+                AgentEvent::AudioTokens(codes) => speech.utterances.push(codes.clone()),
+                // A step ends: its speech is one utterance, rendered to the end now (before
+                // a tool runs).
+                AgentEvent::Usage { .. } => speech.utterances.flush(),
+                AgentEvent::TurnFinished { .. } => {
+                    speech.utterances.flush();
+                    this.finished = Some(event);
+                    continue;
+                }
+                _ => {}
+            }
+            return Poll::Ready(Some(event));
         }
     }
 }
