@@ -8,7 +8,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -310,33 +310,10 @@ fn a_second_turn_is_409_and_a_client_that_leaves_cancels_its_turn() {
     assert_eq!(session(addr, &id)["turns"], 2);
 }
 
-/// The token2wav fixture of `voices/tests` and its voice, as a library of one profile.
-fn fixture_voice(dir: &Path) -> voxloop_voices::VoiceProfile {
-    use tch::{Kind, Tensor};
-    let inputs: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(root().join("voices/tests/fixtures/token2wav/inputs.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
-    let ints = |t: &Tensor| Vec::<i64>::try_from(t.to_kind(Kind::Int64).flatten(0, -1)).unwrap();
-    let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
-    let mel = floats(&inputs["prompt_mel"]).chunks(80).map(<[f32]>::to_vec).collect();
-    let profile = voxloop_voices::VoiceProfile::new(
-        "fixture",
-        ints(&inputs["prompt_tokens"]),
-        mel,
-        floats(&inputs["spk_emb"]),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    profile.to_json_file(&dir.join("fixture.json")).unwrap();
-    profile
-}
-
 #[test]
 fn with_a_voice_speech_codes_come_back_as_audio() {
     let voices = tempfile::tempdir().unwrap();
-    let profile = fixture_voice(voices.path());
+    let profile = support::fixture_voice(voices.path());
     let t2w = root().join("voices/tests/fixtures/token2wav");
     let extra = format!(
         "{OFFLINE_TOOLS}\n[agent]\nmax_new_tokens = 40\nseed = 7\n\n[voice]\ntoken2wav = {t2w:?}\n\

@@ -268,3 +268,26 @@ impl Drop for Server {
         }
     }
 }
+
+/// The token2wav fixture of `voices/tests` and its voice, written into `dir` as a library of
+/// one profile (`fixture`).
+pub fn fixture_voice(dir: &std::path::Path) -> voxloop_voices::VoiceProfile {
+    use tch::{Kind, Tensor};
+    let inputs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("voices/tests/fixtures/token2wav/inputs.safetensors");
+    let inputs: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(inputs).unwrap().into_iter().collect();
+    let ints = |t: &Tensor| Vec::<i64>::try_from(t.to_kind(Kind::Int64).flatten(0, -1)).unwrap();
+    let floats = |t: &Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+    let mel = floats(&inputs["prompt_mel"]).chunks(80).map(<[f32]>::to_vec).collect();
+    let profile = voxloop_voices::VoiceProfile::new(
+        "fixture",
+        ints(&inputs["prompt_tokens"]),
+        mel,
+        floats(&inputs["spk_emb"]),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    profile.to_json_file(&dir.join("fixture.json")).unwrap();
+    profile
+}
