@@ -1,35 +1,35 @@
-//! `voxloop generate`: one Step-Audio 2 turn from the command line.
+//! `voxloop generate`: one Step-Audio 2 turn from the command line, through the same turn
+//! runtime as every other front door (`Agent::speak_turn`, with no tools).
 //!
-//! The prompt is the official one (step-audio-2.md §2): a system turn, a human turn holding the
-//! audio clips (each 25-s chunk as `<audio_start>` + patches + `<audio_end>`) and then the text,
-//! audio first as StepFun's vLLM client orders them, and the generation prompt
-//! `<|BOT|>assistant\n`, plus `<tts_start>` with `--speech`. Generation runs on this thread
-//! (a CLI has no async runtime to protect). Text is printed as it is generated, spoken text and
-//! written content alike; speech codes are counted; tool calls are printed on their own line.
+//! The prompt is the official one: a system turn, a human turn holding the audio clips (each
+//! 25-s chunk as `<audio_start>` + patches + `<audio_end>`) and then the text, audio first as
+//! StepFun's vLLM client orders them (stepfun-ai/Step-Audio2 `stepaudio2vllm.py`), and the
+//! generation prompt `<|BOT|>assistant\n`, plus `<tts_start>` with `--speech`. Text is printed
+//! as it is generated, spoken text and written content alike; speech codes are counted and,
+//! with `--wav`, rendered by token2wav in the voice of `--voice` and written as a 24 kHz WAV.
 //! A summary with token counts, the finish reason and timings ends the output.
 
 use std::io::{IsTerminal, Write};
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, ValueEnum};
+use futures::StreamExt;
 use tch::{Device, Kind};
-use voxloop_core::audio::{prepare_audio, AudioChunk, AudioLimits};
-use voxloop_core::generate::{
-    generate, AudioInput, FinishReason, GenerationOutput, Prompt, Sampler, SamplingParams, Segment,
+use voxloop_core::agent::{
+    Agent, AgentConfig, AgentEvent, SpeechRenderer, TurnEndReason, TurnInput, Usage,
 };
+use voxloop_core::audio::{prepare_audio, AudioLimits};
+use voxloop_core::generate::InferenceWorker;
 use voxloop_core::model::StepAudio2;
-use voxloop_core::protocol::{
-    encode_pieces, render, AudioClip, Content, Demux, DemuxEvent, GenerationMode, Message, Part,
-    PromptPiece, Role,
-};
-use voxloop_core::session::{DateLine, SessionSettings};
-use voxloop_core::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
+use voxloop_core::protocol::ToolChoice;
+use voxloop_core::session::{DateLine, SamplingSettings, Session, SessionSettings, Turn};
+use voxloop_core::tokenizer::{SpecialTokens, StepTokenizer, TokenClass};
+use voxloop_core::tool::ToolRegistry;
 use voxloop_core::DeviceSpec;
+use voxloop_voices::{SessionVoice, Token2Wav, VoiceProfile};
 
 use crate::config::Config;
 
@@ -85,6 +85,17 @@ pub struct GenerateArgs {
     /// Also print the prompt's length and the generated token ids.
     #[arg(long)]
     show_ids: bool,
+    /// Render the spoken answer (needs `--speech`, `--voice` and token2wav) into this WAV
+    /// file (24 kHz, 16-bit mono).
+    #[arg(long, value_name = "FILE", requires_all = ["speech", "voice"])]
+    wav: Option<PathBuf>,
+    /// The voice of `--wav`: a voice profile JSON (as `voxloop voice add` writes).
+    #[arg(long, value_name = "FILE", requires = "wav")]
+    voice: Option<PathBuf>,
+    /// token2wav directory for `--wav` [default: `[voice] token2wav` of the configuration,
+    /// else `<model>/token2wav`]
+    #[arg(long, value_name = "DIR", requires = "wav")]
+    token2wav: Option<PathBuf>,
 }
 
 /// `--dtype`.
@@ -142,130 +153,121 @@ pub fn run(args: GenerateArgs, config: &Config) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!("model directory {} does not exist or is not a directory", dir.display());
     }
-    let tokenizer = StepTokenizer::from_file(dir.join("tokenizer.json"))?;
-    let special = *tokenizer.special();
+    let tokenizer = Arc::new(StepTokenizer::from_file(dir.join("tokenizer.json"))?);
 
-    // Audio first: a bad file fails before minutes of loading.
+    // Inputs first: a bad file fails before minutes of loading.
     let limits = AudioLimits::default();
-    let clips = args
-        .audio
-        .iter()
-        .map(|path| prepare_audio(path.as_path(), &limits))
-        .collect::<voxloop_core::Result<Vec<_>>>()?;
-
-    let mode = if args.speech { GenerationMode::Speech } else { GenerationMode::Text };
-    let messages = conversation(&args, &clips, mode);
-    let pieces = encode_pieces(&render(&messages), &tokenizer)?;
-    let segments = segments(pieces, &clips)?;
-    let prompt_len: usize = segments.iter().map(|s| s.ids().len()).sum();
-
-    let (mut model, load) = load_model(dir, device, kind)?;
-    model.set_audio_patch_id(u32::try_from(special.audio_patch)?);
-    let room = model.max_positions().saturating_sub(prompt_len);
-    if room == 0 {
-        bail!(
-            "the prompt has {prompt_len} tokens but the model holds at most {} positions",
-            model.max_positions()
-        );
+    let mut input = TurnInput::default();
+    for path in &args.audio {
+        input = input.and_audio(&prepare_audio(path.as_path(), &limits)?)?;
     }
-    let max_new_tokens = if args.max_new_tokens > room {
-        eprintln!("note: --max-new-tokens lowered to {room}, the room left in the context");
-        room
-    } else {
-        args.max_new_tokens
-    };
-    let params = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        max_new_tokens,
-        stop_tokens: vec![special.eot, special.endoftext],
-    };
-    let mut sampler = Sampler::new(params)?;
-
-    let mut printer = Printer::new(&tokenizer, mode);
-    let cancel = AtomicBool::new(false);
-    let prompt = Prompt { cached: &[], segments: &segments };
-    let output = generate(&mut model, prompt, &mut sampler, None, &cancel, |id| {
-        printer.push(id);
-        if printer.error.is_some() {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    })?;
-    printer.finish();
-    if let Some(err) = printer.error.take() {
-        return Err(err);
-    }
-    let summary = Summary { output: &output, load, max_new_tokens, prompt_len, special };
-    summary.print(&printer, &tokenizer, args.show_ids)?;
-    Ok(())
-}
-
-/// System turn, human turn (audio clips, then the text), generation prompt.
-fn conversation(
-    args: &GenerateArgs,
-    clips: &[Vec<AudioChunk>],
-    mode: GenerationMode,
-) -> Vec<Message> {
-    let system = args
-        .system
-        .clone()
-        .unwrap_or_else(|| default_system_prompt(args.now.unwrap_or_else(SystemTime::now)));
-    let mut parts: Vec<Part> = clips
-        .iter()
-        .enumerate()
-        .map(|(i, chunks)| Part::Audio(AudioClip::from_chunks(i as u64, chunks)))
-        .collect();
     if let Some(text) = &args.text {
-        parts.push(Part::Untrusted(text.clone()));
+        input = input.and_text(text.clone());
     }
-    vec![
-        Message::system(system),
-        Message::new(Role::Human, Content::Parts(parts)),
-        Message::generation_prompt(mode),
-    ]
+    let voice = args
+        .voice
+        .as_deref()
+        .map(|path| {
+            VoiceProfile::from_json_file(path)
+                .with_context(|| format!("--voice {}", path.display()))
+        })
+        .transpose()?;
+
+    let (agent, load) = load_agent(dir, device, kind, Arc::clone(&tokenizer), args.now)?;
+    let renderer = match &args.wav {
+        Some(_) => Some(load_token2wav(&args, config, device)?),
+        None => None,
+    };
+    let mut session = Session::new(session_settings(&args));
+    if let Some(voice) = voice {
+        session.extensions_mut().insert(Arc::new(SessionVoice::new(Arc::new(voice))));
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let mut printer = Printer::new();
+        let start = Instant::now();
+        let mut stream = agent.speak_turn(&mut session, input, renderer.as_ref());
+        while let Some(event) = stream.next().await {
+            printer.event(event, start)?;
+        }
+        printer.finish()?;
+        anyhow::Ok(printer)
+    })?;
+    let Some((reason, usage)) = outcome.finished.clone() else {
+        bail!("the turn ended without finishing");
+    };
+    if let TurnEndReason::Error(message) = &reason {
+        bail!("generation failed: {message}");
+    }
+    if let (Some(path), false) = (&args.wav, outcome.pcm.is_empty()) {
+        voxloop_voices::token2wav::write_wav(path, &outcome.pcm)?;
+    }
+    let summary = Summary {
+        printer: &outcome,
+        usage,
+        generated: generated_ids(&session),
+        load,
+        max_new_tokens: args.max_new_tokens,
+        special: *tokenizer.special(),
+        wav: args.wav.as_deref(),
+    };
+    summary.print(args.show_ids)
 }
 
-/// The encoded pieces as the model's segments, each audio chunk's mel after its placeholders.
-fn segments(pieces: Vec<PromptPiece>, clips: &[Vec<AudioChunk>]) -> anyhow::Result<Vec<Segment>> {
-    pieces
-        .into_iter()
-        .map(|piece| match piece {
-            PromptPiece::Tokens(ids) => Ok(Segment::Tokens(ids)),
-            PromptPiece::Audio(audio) => {
-                let chunk = usize::try_from(audio.clip_key)
-                    .ok()
-                    .and_then(|clip| clips.get(clip))
-                    .and_then(|chunks| chunks.get(audio.chunk_in_clip))
-                    .ok_or_else(|| anyhow!("rendered audio chunk {audio:?} has no mel"))?;
-                Ok(Segment::Audio(AudioInput {
-                    mel: chunk.mel.shallow_clone(),
-                    patches: chunk.patches,
-                }))
-            }
+/// The session of the one turn: the system prompt (`--system`, else the dated default), the
+/// sampling arguments, speech or text, no tool calls.
+fn session_settings(args: &GenerateArgs) -> SessionSettings {
+    let (system_prompt, date_line) = match &args.system {
+        Some(system) => (system.clone(), DateLine::Off),
+        None => ("You are a helpful assistant.".to_owned(), DateLine::English),
+    };
+    SessionSettings {
+        system_prompt,
+        date_line,
+        utc_offset_minutes: 0,
+        voice_instruction: None,
+        speech: args.speech,
+        sampling: SamplingSettings {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repetition_penalty: args.repetition_penalty,
+            seed: args.seed,
+            max_new_tokens: args.max_new_tokens,
+        },
+        tool_choice: ToolChoice::None,
+        follow_up_tool_choice: ToolChoice::None,
+        ..SessionSettings::default()
+    }
+}
+
+/// The ids the turn generated (its assistant turns, in order).
+fn generated_ids(session: &Session) -> Vec<i64> {
+    session
+        .history()
+        .iter()
+        .filter_map(|turn| match turn {
+            Turn::Assistant(assistant) => Some(assistant.ids.as_slice()),
+            _ => None,
         })
+        .flatten()
+        .copied()
         .collect()
 }
 
-/// `You are a helpful assistant.` and the date at `now` (UTC), as the official prompts carry
-/// the date (stepfun-ai/Step-Audio2 `examples.py`).
-fn default_system_prompt(now: SystemTime) -> String {
-    let settings = SessionSettings {
-        system_prompt: "You are a helpful assistant.".to_owned(),
-        date_line: DateLine::English,
-        utc_offset_minutes: 0,
-        voice_instruction: None,
-        ..SessionSettings::default()
-    };
-    settings.system_text(now)
-}
-
-/// Loads the checkpoint, showing the elapsed time on a terminal's stderr meanwhile.
-fn load_model(dir: &Path, device: Device, kind: Kind) -> anyhow::Result<(StepAudio2, Duration)> {
+/// Loads the checkpoint on an inference thread as `kind` behind an agent without tools,
+/// showing the elapsed time on a terminal's stderr meanwhile.
+fn load_agent(
+    dir: &Path,
+    device: Device,
+    kind: Kind,
+    tokenizer: Arc<StepTokenizer>,
+    now: Option<SystemTime>,
+) -> anyhow::Result<(Agent, Duration)> {
     let mb = checkpoint_bytes(dir) as f64 / 1e6;
     let size = if mb >= 1000.0 { format!("{:.1} GB", mb / 1e3) } else { format!("{mb:.1} MB") };
     let device_name = match device {
@@ -285,15 +287,44 @@ fn load_model(dir: &Path, device: Device, kind: Kind) -> anyhow::Result<(StepAud
             eprint!("\r\x1b[K");
         })
     });
-    let model = StepAudio2::load(dir, device, kind);
+    let patch = u32::try_from(tokenizer.special().audio_patch)?;
+    let model_dir = dir.to_path_buf();
+    let worker = InferenceWorker::spawn(move || {
+        let mut model = StepAudio2::load(&model_dir, device, kind)?;
+        model.set_audio_patch_id(patch);
+        Ok(model)
+    });
     drop(stop);
     if let Some(ticker) = ticker {
         let _ = ticker.join();
     }
-    let model = model.with_context(|| format!("loading the model in {}", dir.display()))?;
+    let worker = worker.with_context(|| format!("loading the model in {}", dir.display()))?;
     let load = start.elapsed();
     eprintln!("loaded in {:.2} s", load.as_secs_f64());
-    Ok((model, load))
+    let config = AgentConfig { fixed_now: now, ..AgentConfig::default() };
+    Ok((Agent::new(worker, tokenizer, ToolRegistry::new(), config)?, load))
+}
+
+/// token2wav on its render thread, from `--token2wav`, `[voice] token2wav` or the model's
+/// `token2wav` directory.
+fn load_token2wav(
+    args: &GenerateArgs,
+    config: &Config,
+    device: Device,
+) -> anyhow::Result<SpeechRenderer> {
+    let dir = args
+        .token2wav
+        .clone()
+        .or_else(|| config.voice.token2wav.clone())
+        .unwrap_or_else(|| args.model.join("token2wav"));
+    if !dir.join("flow.yaml").is_file() {
+        bail!("token2wav {}: not a token2wav directory (no flow.yaml)", dir.display());
+    }
+    eprintln!("loading token2wav from {}", dir.display());
+    let renderer = SpeechRenderer::spawn("voxloop-token2wav", move || {
+        Token2Wav::load(&dir, device).map_err(|e| format!("loading token2wav: {e}"))
+    })?;
+    Ok(renderer)
 }
 
 /// Total size of the safetensors files in `dir` (0 if unreadable: it is only shown).
@@ -310,131 +341,110 @@ fn checkpoint_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Streams the generated ids to stdout through the demultiplexer and counts them.
-struct Printer<'a> {
-    demux: Demux<&'a StepTokenizer>,
-    text: TextStream<'a>,
-    special: SpecialTokens,
+/// Prints the turn's text as it streams, and keeps what the summary needs.
+struct Printer {
     out: std::io::Stdout,
     /// Whether the last character written was a newline (or nothing was written).
     at_line_start: bool,
-    text_tokens: usize,
-    audio_tokens: usize,
-    audio_padding: usize,
-    other_tokens: usize,
-    tool_calls: usize,
-    bad_tool_calls: usize,
-    error: Option<anyhow::Error>,
+    /// Whether the text written last was spoken.
+    in_speech: bool,
+    /// When the first generated text or speech code arrived, since the turn started.
+    first_output: Option<Duration>,
+    /// When the turn finished, since it started.
+    elapsed: Duration,
+    /// The rendered speech (with `--wav`).
+    pcm: Vec<f32>,
+    finished: Option<(TurnEndReason, Usage)>,
 }
 
-impl<'a> Printer<'a> {
-    fn new(tokenizer: &'a StepTokenizer, mode: GenerationMode) -> Self {
-        let special = *tokenizer.special();
+impl Printer {
+    fn new() -> Self {
         Self {
-            demux: Demux::new(special, tokenizer, mode),
-            text: tokenizer.decode_stream(),
-            special,
             out: std::io::stdout(),
             at_line_start: true,
-            text_tokens: 0,
-            audio_tokens: 0,
-            audio_padding: 0,
-            other_tokens: 0,
-            tool_calls: 0,
-            bad_tool_calls: 0,
-            error: None,
+            in_speech: false,
+            first_output: None,
+            elapsed: Duration::ZERO,
+            pcm: Vec::new(),
+            finished: None,
         }
     }
 
-    fn push(&mut self, id: i64) {
-        match self.special.classify(id) {
-            TokenClass::Text => self.text_tokens += 1,
-            TokenClass::AudioCode(_) => self.audio_tokens += 1,
-            TokenClass::AudioPad => self.audio_padding += 1,
-            TokenClass::Control | TokenClass::Unused => self.other_tokens += 1,
-        }
-        let events = self.demux.push(id);
-        self.handle(events);
-    }
-
-    fn finish(&mut self) {
-        let events = self.demux.finish();
-        self.handle(events);
-        if !self.at_line_start {
-            self.write("\n");
-        }
-    }
-
-    fn handle(&mut self, events: Vec<DemuxEvent>) {
-        for event in events {
-            if self.error.is_some() {
-                return;
+    fn event(&mut self, event: AgentEvent, start: Instant) -> anyhow::Result<()> {
+        match event {
+            AgentEvent::TextDelta { text, in_speech } => {
+                self.first_output.get_or_insert_with(|| start.elapsed());
+                // The transcript and the written content on lines of their own.
+                if in_speech != self.in_speech {
+                    self.end_line()?;
+                    self.in_speech = in_speech;
+                }
+                self.write(&text)?;
             }
-            match event {
-                DemuxEvent::TextDelta { ids, .. } => {
-                    for id in ids {
-                        match self.text.step(id) {
-                            Ok(Some(piece)) => self.write(&piece),
-                            Ok(None) => {}
-                            Err(e) => self.error = Some(e.into()),
-                        }
-                    }
-                }
-                DemuxEvent::Control(id) if id == self.special.tts_end => self.end_line(),
-                DemuxEvent::ToolCall(Ok(call)) => {
-                    self.tool_calls += 1;
-                    self.end_line();
-                    let args = serde_json::Value::Object(call.arguments).to_string();
-                    self.write(&format!("[tool call] {}({args})\n", call.name));
-                }
-                DemuxEvent::ToolCall(Err(e)) => {
-                    self.bad_tool_calls += 1;
-                    self.end_line();
-                    self.write(&format!("[malformed tool call] {e}\n"));
-                }
-                DemuxEvent::AudioTokens(_)
-                | DemuxEvent::Control(_)
-                | DemuxEvent::ToolCallStart
-                | DemuxEvent::End => {}
+            AgentEvent::AudioTokens(_) => {
+                self.first_output.get_or_insert_with(|| start.elapsed());
             }
+            AgentEvent::Audio { pcm, .. } => self.pcm.extend(pcm),
+            AgentEvent::SpeechFailed { message } => bail!("speech rendering failed: {message}"),
+            AgentEvent::TurnFinished { reason, usage } => {
+                self.elapsed = start.elapsed();
+                self.finished = Some((reason, usage));
+            }
+            // No tools: no calls, results or questions; the step's usage is in the total.
+            AgentEvent::ToolCallStarted { .. }
+            | AgentEvent::ToolCallFinished { .. }
+            | AgentEvent::ApprovalRequested(_)
+            | AgentEvent::Usage { .. } => {}
         }
+        Ok(())
     }
 
-    fn end_line(&mut self) {
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.end_line()?;
+        self.out.flush().context("writing to stdout")
+    }
+
+    fn end_line(&mut self) -> anyhow::Result<()> {
         if !self.at_line_start {
-            self.write("\n");
+            self.write("\n")?;
         }
+        Ok(())
     }
 
-    fn write(&mut self, text: &str) {
-        if text.is_empty() || self.error.is_some() {
-            return;
+    fn write(&mut self, text: &str) -> anyhow::Result<()> {
+        if text.is_empty() {
+            return Ok(());
         }
-        let mut out = self.out.lock();
-        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            Ok(()) => self.at_line_start = text.ends_with('\n'),
-            Err(e) => self.error = Some(anyhow!("writing to stdout: {e}")),
-        }
+        self.out.write_all(text.as_bytes()).context("writing to stdout")?;
+        self.out.flush().context("writing to stdout")?;
+        self.at_line_start = text.ends_with('\n');
+        Ok(())
     }
 }
 
+/// The lines after `---`.
 struct Summary<'a> {
-    output: &'a GenerationOutput,
+    printer: &'a Printer,
+    usage: Usage,
+    generated: Vec<i64>,
     load: Duration,
     max_new_tokens: usize,
-    prompt_len: usize,
     special: SpecialTokens,
+    wav: Option<&'a Path>,
 }
 
 impl Summary<'_> {
-    fn print(
-        &self,
-        p: &Printer<'_>,
-        tokenizer: &StepTokenizer,
-        show_ids: bool,
-    ) -> anyhow::Result<()> {
-        let t = &self.output.timings;
-        let n = self.output.tokens.len();
+    fn print(&self, show_ids: bool) -> anyhow::Result<()> {
+        let n = self.generated.len();
+        let (mut text, mut audio, mut padding, mut control) = (0, 0, 0, 0);
+        for &id in &self.generated {
+            match self.special.classify(id) {
+                TokenClass::Text => text += 1,
+                TokenClass::AudioCode(_) => audio += 1,
+                TokenClass::AudioPad => padding += 1,
+                TokenClass::Control | TokenClass::Unused => control += 1,
+            }
+        }
         let rate = |tokens: usize, time: Duration| {
             let secs = time.as_secs_f64();
             if secs > 0.0 {
@@ -443,50 +453,57 @@ impl Summary<'_> {
                 "n/a".to_owned()
             }
         };
-        let finish = match self.output.finish_reason {
-            FinishReason::Stop(id) if id == self.special.eot => "stop (<|EOT|>)".to_owned(),
-            FinishReason::Stop(id) => {
-                format!("stop ({})", tokenizer.token_str(id).unwrap_or_else(|| id.to_string()))
-            }
-            FinishReason::Length => format!("length ({} tokens)", self.max_new_tokens),
-            FinishReason::Cancelled => "cancelled".to_owned(),
-            FinishReason::Callback => "stopped by the output".to_owned(),
+        // The agent generates until `<|EOT|>` (not kept) or the token limit.
+        let finish = if n >= self.max_new_tokens {
+            format!("length ({} tokens)", self.max_new_tokens)
+        } else {
+            "stop (<|EOT|>)".to_owned()
         };
-        let decode_time = t.decode + t.sampling;
+        let first = self.printer.first_output.unwrap_or(self.printer.elapsed);
+        let decode = self.printer.elapsed.saturating_sub(first);
+        let prompt = self.usage.input_tokens;
         let mut lines = vec![
             "---".to_owned(),
             format!("generated tokens: {n}"),
-            format!("text tokens: {}", p.text_tokens),
-            format!("audio tokens: {}", p.audio_tokens),
+            format!("text tokens: {text}"),
+            format!("audio tokens: {audio}"),
         ];
-        if p.audio_padding > 0 {
-            lines.push(format!("audio padding tokens: {}", p.audio_padding));
+        if padding > 0 {
+            lines.push(format!("audio padding tokens: {padding}"));
         }
-        if p.other_tokens > 0 {
-            lines.push(format!("control tokens: {}", p.other_tokens));
-        }
-        if p.tool_calls > 0 || p.bad_tool_calls > 0 {
-            lines.push(format!("tool calls: {} ({} malformed)", p.tool_calls, p.bad_tool_calls));
+        if control > 0 {
+            lines.push(format!("control tokens: {control}"));
         }
         lines.push(format!("finish: {finish}"));
         lines.push(format!("load: {:.2} s", self.load.as_secs_f64()));
+        // Measured on the event stream: the prefill ends with the first generated token.
         lines.push(format!(
-            "prefill: {} tokens in {:.3} s ({})",
-            t.prompt_tokens,
-            t.prefill.as_secs_f64(),
-            rate(t.prompt_tokens, t.prefill)
+            "prefill: {prompt} tokens in {:.3} s ({})",
+            first.as_secs_f64(),
+            rate(prompt, first)
         ));
-        if let Some(first) = t.first_token {
-            lines.push(format!("first token: {:.3} s", first.as_secs_f64()));
+        lines.push(format!("first token: {:.3} s", first.as_secs_f64()));
+        let after_first = n.saturating_sub(1);
+        lines.push(format!(
+            "decode: {after_first} tokens in {:.3} s ({})",
+            decode.as_secs_f64(),
+            rate(after_first, decode)
+        ));
+        if let Some(path) = self.wav {
+            let samples = self.printer.pcm.len();
+            lines.push(if samples == 0 {
+                "speech: none (no speech codes were generated; no file written)".to_owned()
+            } else {
+                format!(
+                    "speech: {samples} samples ({:.2} s at 24 kHz) in {}",
+                    samples as f64 / 24_000.0,
+                    path.display()
+                )
+            });
         }
-        lines.push(format!(
-            "decode: {n} tokens in {:.3} s ({})",
-            decode_time.as_secs_f64(),
-            rate(n, decode_time)
-        ));
         if show_ids {
-            lines.push(format!("prompt ids: {}", self.prompt_len));
-            lines.push(format!("generated ids: {:?}", self.output.tokens));
+            lines.push(format!("prompt ids: {prompt}"));
+            lines.push(format!("generated ids: {:?}", self.generated));
         }
         let mut out = std::io::stdout().lock();
         for line in lines {
@@ -505,9 +522,31 @@ mod tests {
     #[test]
     fn the_default_system_prompt_is_dated_by_now() {
         let now = UNIX_EPOCH + Duration::from_secs(20_328 * 86_400 + 23 * 3600);
+        let args = GenerateArgs {
+            model: PathBuf::new(),
+            audio: vec![],
+            text: Some("hi".into()),
+            system: None,
+            now: Some(now),
+            speech: false,
+            max_new_tokens: 8,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            seed: None,
+            device: None,
+            dtype: None,
+            show_ids: false,
+            wav: None,
+            voice: None,
+            token2wav: None,
+        };
         assert_eq!(
-            default_system_prompt(now),
+            session_settings(&args).system_text(now),
             "You are a helpful assistant.\nToday is Thursday, August 28, 2025."
         );
+        let args = GenerateArgs { system: Some("Be brief.".into()), ..args };
+        assert_eq!(session_settings(&args).system_text(now), "Be brief.");
     }
 }

@@ -1,7 +1,10 @@
 //! `voxloop generate` on the tiny random checkpoint of core/tests/fixtures/llm (official layout):
 //! it runs end to end, prints its summary, reproduces the parity fixture's greedy ids from the
-//! same prompt, and fails with one clear line on a missing model or bad audio.
+//! same prompt, renders a spoken answer through the turn runtime's token2wav into a WAV, and
+//! fails with one clear line on a missing model or bad audio.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -174,6 +177,69 @@ fn greedy_ids_match_the_parity_fixture() {
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert_eq!(field(&stdout, "prompt ids"), prompt_len.to_string());
     assert_eq!(field(&stdout, "generated ids"), format!("{want:?}"));
+}
+
+/// `--speech --wav`: the turn runtime renders the speech codes with token2wav (the fixture
+/// vocoder) in the `--voice` profile, and the file holds what the same codes give when
+/// streamed through token2wav directly (one utterance: one stream).
+#[test]
+fn a_spoken_answer_is_rendered_into_a_wav() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = support::fixture_voice(dir.path());
+    let voice = dir.path().join("fixture.json");
+    let out_wav = dir.path().join("answer.wav");
+    let t2w = repo().join("voices/tests/fixtures/token2wav");
+    let model = tiny_model();
+    let out = voxloop(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "Say something.",
+        "--speech",
+        "--max-new-tokens",
+        "30",
+        "--seed",
+        "7",
+        "--device",
+        "cpu",
+        "--now",
+        "2025-08-28T04:00:00Z",
+        "--show-ids",
+        "--wav",
+        out_wav.to_str().unwrap(),
+        "--voice",
+        voice.to_str().unwrap(),
+        "--token2wav",
+        t2w.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    check_summary(&stdout, 30);
+
+    // The speech codes of the answer, from its ids (`<audio_N>` is `<audio_0>` + N).
+    let ids: Vec<i64> = serde_json::from_str(field(&stdout, "generated ids")).unwrap();
+    let tokenizer =
+        voxloop_core::tokenizer::StepTokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let codes: Vec<i64> = ids
+        .iter()
+        .filter_map(|&id| match tokenizer.special().classify(id) {
+            voxloop_core::tokenizer::TokenClass::AudioCode(code) => Some(i64::from(code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes.len().to_string(), field(&stdout, "audio tokens"));
+    assert!(!codes.is_empty(), "the tiny model spoke no speech codes:\n{stdout}");
+
+    let mut reader = hound::WavReader::open(&out_wav).unwrap();
+    assert_eq!(reader.spec().sample_rate, 24_000);
+    assert_eq!(reader.spec().channels, 1);
+    let samples = reader.samples::<i16>().count();
+    assert!(field(&stdout, "speech").starts_with(&format!("{samples} samples")), "{stdout}");
+    let t2w = voxloop_voices::Token2Wav::load(&t2w, tch::Device::Cpu).unwrap();
+    let mut stream = t2w.stream(&profile).unwrap();
+    let expected = stream.push(&codes).unwrap().len() + stream.finish().unwrap().len();
+    assert_eq!(samples, expected, "{} codes", codes.len());
 }
 
 #[test]
