@@ -3,8 +3,7 @@
 //!
 //! The prompt is the official one: a system turn, a human turn holding the audio clips (each
 //! 25-s chunk as `<audio_start>` + patches + `<audio_end>`) and then the text, audio first as
-//! StepFun's vLLM client orders them (stepfun-ai/Step-Audio2 `stepaudio2vllm.py`), and the
-//! generation prompt `<|BOT|>assistant\n`, plus `<tts_start>` with `--speech`. Text is printed
+//! StepFun's vLLM client orders them, and the generation prompt `<|BOT|>assistant\n`, plus `<tts_start>` with `--speech`. Text is printed
 //! as it is generated, spoken text and written content alike; speech codes are counted and,
 //! with `--wav`, rendered by token2wav in the voice of `--voice` and written as a 24 kHz WAV.
 //! A summary with token counts, the finish reason and timings ends the output.
