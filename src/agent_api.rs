@@ -59,8 +59,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -71,15 +70,17 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use voxloop_core::agent::{TurnInput, Usage};
-use voxloop_core::audio::{prepare_audio, AudioInput};
+use voxloop_core::audio::{prepare_audio, AudioChunk, AudioInput};
 use voxloop_core::session::{Session, SessionSettings};
 use voxloop_policies::Approval;
 
 use crate::agent_setup::{parse_tool_choice, AgentRuntime};
 use crate::approvals::AnswerError;
 use crate::config::AnswerMode;
-use crate::sessions::SessionState;
+use crate::sessions::{SessionState, Summary};
+use extract::{ApiError, JsonBody, RequestBody, Runtime, SessionSlot};
 
+mod extract;
 mod stored;
 mod turn;
 
@@ -119,28 +120,13 @@ async fn refuse_large_bodies(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match length {
-        Some(n) if n > MAX_BODY_BYTES as u64 => error(
+        Some(n) if n > MAX_BODY_BYTES as u64 => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the request body ({n} bytes) exceeds the limit of {MAX_BODY_BYTES} bytes"),
-        ),
+        )
+        .into_response(),
         _ => next.run(request).await,
     }
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
-}
-
-fn no_model() -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no speech LLM is loaded: set [model] dir in the config file (or VOXLOOP_MODEL_DIR) to \
-         a Step-Audio 2 checkpoint directory and restart",
-    )
-}
-
-fn unknown_session(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, format!("no session {id:?} (it may have been deleted or evicted)"))
 }
 
 /// The JSON body of `POST /v1/sessions`; every field is optional.
@@ -158,6 +144,14 @@ struct CreateSession {
     max_new_tokens: Option<usize>,
 }
 
+impl RequestBody for CreateSession {
+    const WHAT: &'static str = "session";
+
+    fn when_empty() -> Option<Self> {
+        Some(Self::default())
+    }
+}
+
 /// The JSON body of `POST /v1/sessions/{id}/turns`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +161,10 @@ struct TurnRequest {
     audio: Option<String>,
     /// This turn's tool choice, instead of the session's.
     tool_choice: Option<String>,
+}
+
+impl RequestBody for TurnRequest {
+    const WHAT: &'static str = "turn";
 }
 
 fn settings_for(rt: &AgentRuntime, req: CreateSession) -> Result<SessionSettings, String> {
@@ -197,61 +195,40 @@ fn settings_for(rt: &AgentRuntime, req: CreateSession) -> Result<SessionSettings
     Ok(s)
 }
 
-async fn create_session(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
-    let Some(rt) = state else { return no_model() };
-    let req = if body.iter().all(u8::is_ascii_whitespace) {
-        CreateSession::default()
-    } else {
-        match serde_json::from_slice::<CreateSession>(&body) {
-            Ok(req) => req,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid session JSON: {e}")),
-        }
-    };
-    let settings = match settings_for(&rt, req) {
-        Ok(s) => s,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
+async fn create_session(
+    Runtime(rt): Runtime,
+    JsonBody(req): JsonBody<CreateSession>,
+) -> Result<Response, ApiError> {
+    let settings = settings_for(&rt, req).map_err(ApiError::bad_request)?;
     let voice = rt.voice.as_ref().map(|v| Arc::clone(&v.start));
     let state = SessionState::new(Session::new(settings), voice);
-    let (state, save_error) = match stored::save_new(&rt, state).await {
-        Ok(saved) => saved,
-        Err(response) => return response,
-    };
-    match rt.sessions.insert(state) {
-        Ok((id, evicted)) => {
-            stored::log_eviction(evicted);
-            let slot = rt.sessions.get(&id);
-            if let Some(slot) = &slot {
-                slot.set_save_error(save_error);
-            }
-            let summary = slot.map(|s| s.summary());
-            (StatusCode::CREATED, Json(json!({ "id": id, "session": summary }))).into_response()
-        }
-        Err(full) => stored::table_full(full),
+    let (state, save_error) = stored::save_new(&rt, state).await?;
+    let (id, evicted) = rt.sessions.insert(state).map_err(stored::table_full)?;
+    stored::log_eviction(evicted);
+    let slot = rt.sessions.get(&id);
+    if let Some(slot) = &slot {
+        slot.set_save_error(save_error);
     }
+    let summary = slot.map(|s| s.summary());
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "session": summary }))).into_response())
 }
 
-async fn list_sessions(State(state): State<ApiState>) -> Response {
-    let Some(rt) = state else { return no_model() };
-    match stored::list(&rt).await {
-        Ok(sessions) => Json(json!({ "sessions": sessions })).into_response(),
-        Err(message) => {
-            tracing::warn!(error = %message, "cannot list the saved sessions");
-            error(StatusCode::INTERNAL_SERVER_ERROR, message)
-        }
-    }
+async fn list_sessions(Runtime(rt): Runtime) -> Result<Response, ApiError> {
+    let sessions = stored::list(&rt).await.map_err(|message| {
+        tracing::warn!(error = %message, "cannot list the saved sessions");
+        ApiError::internal(message)
+    })?;
+    Ok(Json(json!({ "sessions": sessions })).into_response())
 }
 
-async fn get_session(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    let Some(rt) = state else { return no_model() };
-    match stored::find(&rt, &id).await {
-        Ok(slot) => Json(slot.summary()).into_response(),
-        Err(response) => response,
-    }
+async fn get_session(SessionSlot(slot): SessionSlot) -> Json<Summary> {
+    Json(slot.summary())
 }
 
-async fn delete_session(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
-    let Some(rt) = state else { return no_model() };
+async fn delete_session(
+    Runtime(rt): Runtime,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let slot = rt.sessions.remove(&id);
     if let Some(slot) = &slot {
         // Before the files go: a turn that ends now does not write them again.
@@ -260,90 +237,54 @@ async fn delete_session(State(state): State<ApiState>, Path(id): Path<String>) -
         rt.approvals.withdraw_session(&id);
     }
     match stored::remove(&rt, &id).await {
-        Ok(on_disk) if on_disk || slot.is_some() => StatusCode::NO_CONTENT.into_response(),
-        Ok(_) => unknown_session(&id),
+        Ok(on_disk) if on_disk || slot.is_some() => Ok(StatusCode::NO_CONTENT),
+        Ok(_) => Err(ApiError::unknown_session(&id)),
         Err(message) => {
             tracing::warn!(session = %id, error = %message, "cannot delete the saved session");
-            error(StatusCode::INTERNAL_SERVER_ERROR, message)
+            Err(ApiError::internal(message))
         }
     }
 }
 
 async fn post_turn(
-    State(state): State<ApiState>,
+    Runtime(rt): Runtime,
     Path(id): Path<String>,
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Response {
-    let Some(rt) = state else { return no_model() };
-    let req: TurnRequest = match body {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(req) => req,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid turn JSON: {e}")),
-        },
-        Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            } else {
-                rejection.body_text()
-            };
-            return error(status, message);
-        }
-    };
+    JsonBody(req): JsonBody<TurnRequest>,
+) -> Result<Response, ApiError> {
     let text = req.text.filter(|t| !t.trim().is_empty());
     if text.is_none() && req.audio.is_none() {
-        return error(StatusCode::BAD_REQUEST, "a turn needs \"text\", \"audio\" or both");
+        return Err(ApiError::bad_request("a turn needs \"text\", \"audio\" or both"));
     }
-    let audio = match req.audio.as_deref().map(decode_base64).transpose() {
-        Ok(audio) => audio,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let choice = match req.tool_choice.as_deref().map(|c| parse_tool_choice(c, rt.agent.tools())) {
-        Some(Err(message)) => return error(StatusCode::BAD_REQUEST, message),
-        Some(Ok(choice)) => Some(choice),
-        None => None,
-    };
-    let slot = match stored::find(&rt, &id).await {
-        Ok(slot) => slot,
-        Err(response) => return response,
-    };
+    let audio =
+        req.audio.as_deref().map(decode_base64).transpose().map_err(ApiError::bad_request)?;
+    let choice = req
+        .tool_choice
+        .as_deref()
+        .map(|c| parse_tool_choice(c, rt.agent.tools()))
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    // Found only once the request is well formed: a bad request loads nothing from disk.
+    let slot = stored::find(&rt, &id).await?;
     let Some(guard) = slot.try_begin() else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("session {id:?} is in another turn; wait for its `done` event"),
-        );
+        ));
     };
     // Audio is decoded while the session is held but before it is touched: a bad upload
     // leaves it as it was.
     let mut input = TurnInput::default();
     if let Some(data) = audio {
-        let limits = rt.audio_limits;
-        let input_name = AudioInput::Bytes { name: "audio".into(), data };
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare_audio(input_name, &limits)).await;
-        let chunks = match prepared {
-            Ok(Ok(chunks)) => chunks,
-            Ok(Err(e)) => {
+        match decode_audio(&rt, data)
+            .await
+            .and_then(|chunks| input.clone().and_audio(&chunks).map_err(ApiError::bad_request))
+        {
+            Ok(with_audio) => input = with_audio,
+            Err(error) => {
                 slot.end(&guard, Usage::default(), None);
-                let status = match e {
-                    voxloop_core::Error::AudioTooLarge { .. }
-                    | voxloop_core::Error::AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                return error(status, e);
+                return Err(error);
             }
-            Err(e) => {
-                slot.end(&guard, Usage::default(), None);
-                return error(StatusCode::INTERNAL_SERVER_ERROR, format!("audio task failed: {e}"));
-            }
-        };
-        input = match input.and_audio(&chunks) {
-            Ok(input) => input,
-            Err(e) => {
-                slot.end(&guard, Usage::default(), None);
-                return error(StatusCode::BAD_REQUEST, e);
-            }
-        };
+        }
     }
     if let Some(text) = text {
         input = input.and_text(text);
@@ -354,7 +295,26 @@ async fn post_turn(
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// A turn's uploaded audio, decoded and cut into the model's chunks off the executor: 413
+/// over the limits, 400 when it is not audio.
+async fn decode_audio(rt: &AgentRuntime, data: Vec<u8>) -> Result<Vec<AudioChunk>, ApiError> {
+    let limits = rt.audio_limits;
+    let input = AudioInput::Bytes { name: "audio".into(), data };
+    match tokio::task::spawn_blocking(move || prepare_audio(input, &limits)).await {
+        Ok(Ok(chunks)) => Ok(chunks),
+        Ok(Err(e)) => {
+            let status = match e {
+                voxloop_core::Error::AudioTooLarge { .. }
+                | voxloop_core::Error::AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Err(ApiError::new(status, e))
+        }
+        Err(e) => Err(ApiError::internal(format!("audio task failed: {e}"))),
+    }
 }
 
 /// The JSON body of `POST /v1/sessions/{id}/approvals/{call_id}`.
@@ -366,27 +326,23 @@ struct ApprovalAnswer {
     reason: Option<String>,
 }
 
-async fn answer_approval(
-    State(state): State<ApiState>,
-    Path((id, call_id)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let Some(rt) = state else { return no_model() };
-    if rt.sessions.get(&id).is_none() {
-        return unknown_session(&id);
+impl RequestBody for ApprovalAnswer {
+    const WHAT: &'static str = "approval";
+
+    fn hint() -> &'static str {
+        "; send {\"approve\": true} or {\"approve\": false, \"reason\": \"...\"}"
     }
-    let answer: ApprovalAnswer = match serde_json::from_slice(&body) {
-        Ok(answer) => answer,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "invalid approval JSON ({e}): send {{\"approve\": true}} or \
-                     {{\"approve\": false, \"reason\": \"...\"}}"
-                ),
-            )
-        }
-    };
+}
+
+async fn answer_approval(
+    Runtime(rt): Runtime,
+    Path((id, call_id)): Path<(String, String)>,
+    JsonBody(answer): JsonBody<ApprovalAnswer>,
+) -> Result<StatusCode, ApiError> {
+    // Only a session in memory can have a call waiting.
+    if rt.sessions.get(&id).is_none() {
+        return Err(ApiError::unknown_session(&id));
+    }
     let approval = if answer.approve {
         Approval::Approved
     } else {
@@ -395,16 +351,14 @@ async fn answer_approval(
         let reason = reason.filter(|r| !r.is_empty());
         Approval::Denied { reason }
     };
-    match rt.approvals.answer(&id, &call_id, approval) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => {
-            let status = match e {
-                AnswerError::Unknown => StatusCode::NOT_FOUND,
-                AnswerError::Settled(_) => StatusCode::CONFLICT,
-            };
-            error(status, e.message(&id, &call_id))
-        }
-    }
+    rt.approvals.answer(&id, &call_id, approval).map_err(|e| {
+        let status = match e {
+            AnswerError::Unknown => StatusCode::NOT_FOUND,
+            AnswerError::Settled(_) => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.message(&id, &call_id))
+    })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, String> {

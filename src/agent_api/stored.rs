@@ -6,11 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{error, unknown_session};
+use super::extract::ApiError;
 use crate::agent_setup::AgentRuntime;
 use crate::session_store::{valid_id, Loaded, Meta};
 use crate::sessions::{Full, SessionState, Slot};
@@ -59,7 +58,7 @@ pub(super) async fn save(
 pub(super) async fn save_new(
     rt: &AgentRuntime,
     state: SessionState,
-) -> Result<(SessionState, Option<String>), Response> {
+) -> Result<(SessionState, Option<String>), ApiError> {
     let Some(store) = rt.store.clone() else { return Ok((state, None)) };
     let voice = state.voice_name();
     let meta = Meta::new(&state.session, 0, None, Default::default(), voice);
@@ -76,39 +75,33 @@ pub(super) async fn save_new(
             }
             Ok((state, failure))
         }
-        Err(e) => {
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("the save task failed: {e}")))
-        }
+        Err(e) => Err(ApiError::internal(format!("the save task failed: {e}"))),
     }
 }
 
 /// The session `id`: in memory, else read back from disk into the table. `404` for an id
 /// that is neither (or not one the service gives out), `500` naming the session and the
 /// problem when its file cannot be read, `503` when the table is full of busy sessions.
-pub(super) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, Response> {
+pub(super) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, ApiError> {
     if let Some(slot) = rt.sessions.get(id) {
         return Ok(slot);
     }
-    let Some(store) = rt.store.clone() else { return Err(unknown_session(id)) };
+    let Some(store) = rt.store.clone() else { return Err(ApiError::unknown_session(id)) };
     if !valid_id(id) {
-        return Err(unknown_session(id));
+        return Err(ApiError::unknown_session(id));
     }
     let owned = id.to_owned();
     let loaded = match tokio::task::spawn_blocking(move || store.load(&owned)).await {
         Ok(Ok(Some(loaded))) => loaded,
-        Ok(Ok(None)) => return Err(unknown_session(id)),
+        Ok(Ok(None)) => return Err(ApiError::unknown_session(id)),
         Ok(Err(message)) => {
             tracing::error!(session = %id, error = %message, "cannot load the saved session");
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("session {id:?} is saved but cannot be loaded: {message}"),
-            ));
+            return Err(ApiError::internal(format!(
+                "session {id:?} is saved but cannot be loaded: {message}"
+            )));
         }
         Err(e) => {
-            return Err(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("session {id:?}: the load task failed: {e}"),
-            ))
+            return Err(ApiError::internal(format!("session {id:?}: the load task failed: {e}")))
         }
     };
     let Loaded { session, meta } = loaded;
@@ -138,8 +131,8 @@ pub(super) fn log_eviction(evicted: Option<String>) {
 }
 
 /// The answer when every slot is busy.
-pub(super) fn table_full(full: Full) -> Response {
-    error(
+pub(super) fn table_full(full: Full) -> ApiError {
+    ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
             "all {} session slots are in a turn; retry later or raise [agent] max_sessions",
