@@ -1,18 +1,10 @@
 //! The `voxloop` command: the service and its tools.
 
-mod agent_api;
-mod agent_setup;
-mod approvals;
-mod audio_api;
+mod cli;
 mod config;
-mod generate_cmd;
-mod index_cmd;
-mod server;
-mod session_store;
-mod sessions;
-mod speech;
+mod http;
+mod runtime;
 mod telemetry;
-mod voice_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,13 +39,13 @@ enum Command {
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
     /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
-    Generate(Box<generate_cmd::GenerateArgs>),
+    Generate(Box<cli::generate::GenerateArgs>),
     /// Manage the audio index (timbres and sound clips): add, rm, stats.
-    Index(index_cmd::IndexArgs),
+    Index(cli::index::IndexArgs),
     /// Search the audio index by description (hybrid BM25 + vectors), or --like an example.
-    Search(index_cmd::SearchArgs),
+    Search(cli::index::SearchArgs),
     /// Manage the voice library: add a voice from a recording, import a profile, list.
-    Voice(voice_cmd::VoiceArgs),
+    Voice(cli::voice::VoiceArgs),
     /// Render speech tokens to a 24 kHz WAV with token2wav (debugging).
     Speak {
         /// Speech tokens: ids or `<audio_N>` tokens, separated by spaces, commas or newlines.
@@ -94,10 +86,10 @@ fn main() -> ExitCode {
             run_serve(config)
         }
         Command::Config => print_config(&config),
-        Command::Generate(args) => generate_cmd::run(*args, &config),
-        Command::Index(args) => index_cmd::run_index(&config, args),
-        Command::Search(args) => index_cmd::run_search(&config, args),
-        Command::Voice(args) => voice_cmd::run(&config, args),
+        Command::Generate(args) => cli::generate::run(*args, &config),
+        Command::Index(args) => cli::index::run_index(&config, args),
+        Command::Search(args) => cli::index::run_search(&config, args),
+        Command::Voice(args) => cli::voice::run(&config, args),
         Command::Speak { tokens, voice, output, token2wav, stream } => {
             let request = voxloop_voices::speak::SpeakRequest {
                 tokens,
@@ -136,20 +128,20 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     // the last turns are sent before the process exits.
     let _telemetry = init_logging(&config)?;
     // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
-    let index = index_cmd::open_existing(&config)?.map(std::sync::Arc::new);
+    let index = cli::index::open_existing(&config)?.map(std::sync::Arc::new);
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
-    let agent = agent_setup::load(&config, index.clone())?.map(std::sync::Arc::new);
+    let agent = runtime::setup::load(&config, index.clone())?.map(std::sync::Arc::new);
     let tool_schemas = match &agent {
         Some(rt) => rt.agent.tools().tool_json_schemas()?,
         None => {
-            agent_setup::build_tools(&config, index.as_ref(), None, None)?.tool_json_schemas()?
+            runtime::setup::build_tools(&config, index.as_ref(), None, None)?.tool_json_schemas()?
         }
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let listener = server::bind(config.server.addr).await?;
+        let listener = http::server::bind(config.server.addr).await?;
         tracing::info!(
             addr = %listener.local_addr()?,
             data_dir = %config.paths.data_dir.display(),
@@ -157,7 +149,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        server::serve(listener, &config, index, tool_schemas, agent).await
+        http::server::serve(listener, &config, index, tool_schemas, agent).await
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -65,7 +65,8 @@ from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 t2w_mod = fx.t2w_mod
 HiFTGenerator = fx.hifigan.HiFTGenerator
 
-# The official Step-Audio-2-mini token2wav/flow.yaml hyper-parameters (docs/step-audio-2.md §1.7).
+# The official Step-Audio-2-mini token2wav/flow.yaml hyper-parameters (as stepfun-ai/Step-Audio2
+# token2wav.py builds them).
 ENC = dict(
     input_size=512, output_size=512, input_layer="linear", pre_lookahead_len=3, num_blocks=6,
     num_up_blocks=4, up_stride=2, up_scale_factor=2, attention_heads=8,

@@ -1,6 +1,7 @@
 //! `get_date_time`: time-zone aware output in Chinese and English, session zone changes,
 //! and the declared (empty) argument schema. The expected strings are the formats of the
-//! tool's contract (the Chinese one follows upstream's example, step-audio-2.md §3.3).
+//! tool's contract (the Chinese one follows the system prompts of stepfun-ai/Step-Audio2
+//! `examples.py`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

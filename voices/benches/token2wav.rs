@@ -261,7 +261,8 @@ fn with_random_weights<T>(
     }
 }
 
-/// The official sizes (docs/step-audio-2.md §1.7) on the fixture's `flow.yaml`.
+/// The official sizes (Step-Audio-2-mini's `token2wav/flow.yaml`, read by stepfun-ai/Step-Audio2
+/// `token2wav.py`) on the fixture's `flow.yaml`.
 fn official_flow_config() -> BoxResult<FlowConfig> {
     let mut c = FlowConfig::from_file(&fixture_dir().join("flow.yaml"))?;
     c.input_size = 512;

@@ -19,10 +19,10 @@ use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
 use voxloop_voices::{Token2Wav, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
-use crate::approvals::Approvals;
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
-use crate::session_store::SessionStore;
-use crate::sessions::SessionTable;
+use crate::runtime::approvals::Approvals;
+use crate::runtime::sessions::SessionTable;
+use crate::runtime::store::SessionStore;
 
 /// Largest audio upload of one turn, before base64 (the request body limit is 4/3 of it
 /// plus room for the JSON around it).

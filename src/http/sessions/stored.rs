@@ -1,4 +1,4 @@
-//! The session routes' side of persistence ([`crate::session_store`]): saving after a turn
+//! The session routes' side of persistence ([`crate::runtime::store`]): saving after a turn
 //! and at creation, finding a session that is not in memory on disk, deleting its files, and
 //! listing. Every file operation runs on a blocking thread.
 
@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 
 use super::extract::ApiError;
-use crate::agent_setup::AgentRuntime;
-use crate::session_store::{valid_id, Loaded, Meta};
-use crate::sessions::{Full, SessionState, Slot};
+use crate::runtime::sessions::{Full, SessionState, Slot};
+use crate::runtime::setup::AgentRuntime;
+use crate::runtime::store::{valid_id, Loaded, Meta};
 
 /// Saves the session `guard` holds (it is moved to the blocking thread and back) and
 /// records the outcome in the summary. Returns the guard (`None` only if the save thread

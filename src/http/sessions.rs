@@ -28,7 +28,7 @@
 //! # Saved sessions
 //!
 //! With `[agent] persist_sessions` (the default) every session is saved in `[agent]
-//! sessions_dir` (default `<data_dir>/sessions`, see [`crate::session_store`]) when it is
+//! sessions_dir` (default `<data_dir>/sessions`, see [`crate::runtime::store`]) when it is
 //! created and after each turn, before the turn's `done`. A request naming a session that is
 //! not in memory (the service restarted, or the session was evicted past `max_sessions`)
 //! loads it from there first; its next turn prefills the history again. A saved file that
@@ -53,7 +53,7 @@
 //! message (the reason included) is what the model reads. Answering an unknown call id is
 //! `404`; a call that no longer waits (answered, timed out, its turn cancelled) `409`; a
 //! malformed body `400`. A turn cancelled by a client that leaves or by `DELETE` withdraws its
-//! waiting calls, and a shutdown denies them (see [`crate::approvals`]).
+//! waiting calls, and a shutdown denies them (see [`crate::runtime::approvals`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -74,10 +74,10 @@ use voxloop_core::audio::{prepare_audio, AudioChunk, AudioInput};
 use voxloop_core::session::{Session, SessionSettings};
 use voxloop_policies::Approval;
 
-use crate::agent_setup::{parse_tool_choice, AgentRuntime};
-use crate::approvals::AnswerError;
 use crate::config::AnswerMode;
-use crate::sessions::{SessionState, Summary};
+use crate::runtime::approvals::AnswerError;
+use crate::runtime::sessions::{SessionState, Summary};
+use crate::runtime::setup::{parse_tool_choice, AgentRuntime};
 use extract::{ApiError, JsonBody, RequestBody, Runtime, SessionSlot};
 
 mod extract;

@@ -15,15 +15,13 @@
 //!
 //! Everything here blocks: call it from `tokio::task::spawn_blocking`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use voxloop_core::session::{Session, Turn};
 
-use crate::sessions::UsageTotals;
+use crate::runtime::sessions::UsageTotals;
 
 /// The version of the meta files written; others are ignored (with a warning).
 const META_FORMAT: u32 = 1;
@@ -127,7 +125,7 @@ impl SessionStore {
         session.save(self.session_path(id))?;
         let path = self.meta_path(id);
         let json = serde_json::to_vec(meta).context("cannot serialise the session meta data")?;
-        write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
+        voxloop_core::fs::write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
     }
 
     /// Reads the session `id`: `Ok(None)` when it has no file (or the id is not one the
@@ -213,23 +211,6 @@ fn remove_if_there(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Writes `bytes` to a hidden temporary file beside `path`, syncs it and renames it over
-/// `path`: a crash leaves the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    // Unique among this process's writes (pid and a counter): two saves never share one.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
 
 #[cfg(test)]
 mod tests {

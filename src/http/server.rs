@@ -9,9 +9,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use voxloop_retrieval::AudioIndex;
 
-use crate::agent_setup::AgentRuntime;
 use crate::config::Config;
-use crate::{agent_api, audio_api};
+use crate::http::{audio, sessions};
+use crate::runtime::setup::AgentRuntime;
 
 /// What `/healthz` answers.
 #[derive(Debug, Clone, Serialize)]
@@ -91,8 +91,8 @@ fn health(
 }
 
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
-/// model is told of), `/v1/audio/search` (see [`audio_api`]) and the session endpoints (see
-/// [`agent_api`]).
+/// model is told of), `/v1/audio/search` (see [`audio`]) and the session endpoints (see
+/// [`sessions`]).
 pub fn router(
     config: &Config,
     index: Option<Arc<AudioIndex>>,
@@ -114,9 +114,9 @@ pub fn router(
                 ([(axum::http::header::CONTENT_TYPE, "application/json")], tool_schemas)
             }),
         )
-        .route("/v1/audio/search", get(audio_api::search))
+        .route("/v1/audio/search", get(audio::search))
         .with_state(index)
-        .merge(agent_api::router(agent))
+        .merge(sessions::router(agent))
 }
 
 /// Binds the listener, turning "address in use" and friends into one clear sentence.

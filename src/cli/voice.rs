@@ -17,8 +17,8 @@ use voxloop_voices::extract::{ExtractorOptions, ProfileExtractor};
 use voxloop_voices::prompt::PromptAudio;
 use voxloop_voices::{VoiceLibrary, VoiceProfile};
 
+use crate::cli::index;
 use crate::config::Config;
-use crate::index_cmd;
 
 /// `voxloop voice …`
 #[derive(Debug, Args)]
@@ -156,7 +156,7 @@ fn compute_profile(
 /// Registers the library's voices in the audio index of the data dir, when there is one
 /// (`Ok(false)` when there is none).
 fn register(config: &Config, library: &VoiceLibrary) -> anyhow::Result<bool> {
-    match index_cmd::open_existing(config)? {
+    match index::open_existing(config)? {
         Some(index) => {
             let report = library.register(&index)?;
             eprintln!(

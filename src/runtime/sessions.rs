@@ -7,7 +7,7 @@
 //! The table holds at most `max` sessions. Creating one more evicts the session idle the
 //! longest (no turn running); when every session is in a turn, creation fails ([`Full`]).
 //! With `[agent] persist_sessions` an evicted session stays on disk
-//! ([`crate::session_store`]) and comes back into the table ([`SessionTable::restore`]) when
+//! ([`crate::runtime::store`]) and comes back into the table ([`SessionTable::restore`]) when
 //! a request names it.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use voxloop_core::agent::{CancelHandle, Usage};
 use voxloop_core::session::Session;
 use voxloop_voices::{SessionVoice, VoiceProfile};
 
-use crate::session_store::Meta;
+use crate::runtime::store::Meta;
 
 /// What a turn works on.
 #[derive(Debug)]

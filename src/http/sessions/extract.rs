@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::{stored, ApiState, MAX_BODY_BYTES};
-use crate::agent_setup::AgentRuntime;
-use crate::sessions::Slot;
+use crate::runtime::sessions::Slot;
+use crate::runtime::setup::AgentRuntime;
 
 /// An error answer: a status and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,10 +13,10 @@ use voxloop_core::agent::{AgentEvent, TurnEndReason, TurnInput, Usage};
 use voxloop_core::protocol::ToolChoice;
 
 use super::stored;
-use crate::agent_setup::AgentRuntime;
-use crate::approvals;
-use crate::sessions::{SessionState, Slot};
-use crate::speech::pcm16_le;
+use crate::http::pcm::pcm16_le;
+use crate::runtime::approvals;
+use crate::runtime::sessions::{SessionState, Slot};
+use crate::runtime::setup::AgentRuntime;
 
 /// Where a turn's events go; notices a client that went away.
 struct Out {
@@ -53,9 +53,9 @@ fn audio_json(pcm: &[f32], sample_rate: u32) -> Value {
 }
 
 /// Runs one turn of `slot`'s session (core's spoken turn: text, speech and its audio, tool
-/// calls, approval questions, filed in [`crate::approvals`] for the client's answer) and
+/// calls, approval questions, filed in [`crate::runtime::approvals`] for the client's answer) and
 /// streams it to `tx`; saves the session before `done` (see [`stored::save`]). See the module
-/// docs of [`crate::agent_api`].
+/// docs of [`crate::http::sessions`].
 pub(super) async fn run_turn(
     rt: Arc<AgentRuntime>,
     slot: Arc<Slot>,
@@ -120,7 +120,7 @@ pub(super) async fn run_turn(
     out.send("done", done).await;
 }
 
-/// Sends `event` as its SSE event (see the module docs of [`crate::agent_api`]).
+/// Sends `event` as its SSE event (see the module docs of [`crate::http::sessions`]).
 async fn handle_event(
     out: &mut Out,
     event: AgentEvent,

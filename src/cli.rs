@@ -1,0 +1,5 @@
+//! The command-line subcommands other than `serve`: `generate`, `index`/`search` and `voice`.
+
+pub mod generate;
+pub mod index;
+pub mod voice;
