@@ -105,6 +105,10 @@ pub enum Error {
     /// A mel chunk the audio encoder cannot take (wrong bin count, too short, too long).
     #[error("audio chunk {index}: {message}")]
     InvalidAudioChunk { index: usize, message: String },
+    /// Log-mel features that are not `[128, frames]`, so no
+    /// [`AudioChunk`](crate::audio::AudioChunk).
+    #[error("log-mel features: {0}")]
+    InvalidMel(String),
     /// A prefill or decode that would run past the model's context.
     #[error("context overflow: {needed} positions needed, the model holds at most {max}")]
     ContextOverflow { needed: usize, max: usize },

@@ -44,7 +44,9 @@ const TTS_PAD: &str = "<tts_pad>";
 const TOOL_CALL_START: &str = "<tool_call>";
 const TOOL_CALL_END: &str = "</tool_call>";
 
-/// What a generated id is, for the stream demultiplexer (step-audio-2.md section 7.3).
+/// What a generated id is, for the stream demultiplexer: the ranges stepfun-ai/Step-Audio2
+/// `stepaudio2.py` splits its output by (text below `<audio_start>`, speech codes from
+/// `<audio_0>`, control ids between).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenClass {
     /// `<audio_N>` for N in 0..=6560: a 25 Hz speech code.

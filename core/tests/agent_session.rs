@@ -75,9 +75,9 @@ async fn agent_spoken_turns_survive_a_save_and_resume() {
         .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 0.3)
         .collect();
     let chunks = log_mel_chunks(&samples).unwrap();
-    let patches = chunks[0].patches;
+    let patches = chunks[0].patches();
     assert!(patches > 0);
-    let input = TurnInput::audio(&chunks).unwrap().and_text("What is this tone?");
+    let input = TurnInput::audio(&chunks[..]).and_text("What is this tone?");
     let mut session = Session::new(settings(ToolChoice::Auto, true, 8));
     let events: Vec<_> = agent.run_turn(&mut session, input).collect().await;
     assert_eq!(finished(&events).0, TurnEndReason::Completed, "{events:#?}");
@@ -97,8 +97,7 @@ async fn agent_spoken_turns_survive_a_save_and_resume() {
     let mut loaded = Session::load(&path).unwrap();
     let Turn::Human { parts } = &loaded.history()[human] else { panic!() };
     let HumanPart::Audio { chunks: stored } = &parts[0] else { panic!("{parts:?}") };
-    let original = Vec::<f32>::try_from(&chunks[0].mel.flatten(0, -1)).unwrap();
-    assert_eq!(stored[0].mel, original, "the features are stored exactly");
+    assert_eq!(stored[0], chunks[0], "the features are stored exactly");
     assert!(matches!(&parts[1], HumanPart::Text { text } if text == "What is this tone?"));
 
     let events = run(&agent, &mut loaded, "Again?").await;
@@ -153,4 +152,38 @@ fn agent_session_files_fail_with_their_path() {
     std::fs::write(&garbage, serde_json::to_vec(&file).unwrap()).unwrap();
     let err = Session::load(&garbage).unwrap_err();
     assert!(err.to_string().contains("format 99"), "{err}");
+}
+
+#[test]
+fn agent_session_files_of_earlier_versions_still_load() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/session/format1_spoken.json");
+    let loaded = Session::load(&fixture).unwrap();
+    let Turn::Human { parts } = &loaded.history()[1] else { panic!("{:?}", loaded.history()) };
+    let HumanPart::Audio { chunks } = &parts[0] else { panic!("{parts:?}") };
+    assert_eq!((chunks.len(), chunks[0].frames(), chunks[0].patches()), (1, 3, 0));
+    for (i, &value) in chunks[0].mel().iter().enumerate() {
+        let want = (i as f32 * 0.37).sin() * 4.0 - 1.5;
+        assert!((value - want).abs() <= 1e-6, "value {i}: {value} vs {want}");
+    }
+    assert!(matches!(&parts[1], HumanPart::Text { text } if text == "What is this?"));
+
+    // Saved again, the history is the same JSON, byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("again.json");
+    loaded.save(&path).unwrap();
+    let json = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (before, after) = (json(&fixture), json(&path));
+    assert_eq!(after["history"].to_string(), before["history"].to_string());
+
+    // A chunk whose features are not 128 values per frame is refused, naming the file.
+    let mut file = before;
+    file["history"][1]["parts"][0]["chunks"][0]["frames"] = 4.into();
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let err = Session::load(&path).unwrap_err();
+    assert!(matches!(err, Error::SessionFormat { .. }), "{err}");
+    assert!(err.to_string().contains("4 frames holds 384 values"), "{err}");
+    assert!(err.to_string().contains("again.json"), "{err}");
 }

@@ -87,7 +87,7 @@ fn uploads_are_decoded_from_memory_with_a_name() {
     let input = AudioInput::Bytes { name: "voice-note.ogg".into(), data };
     let chunks = prepare_audio(input, &AudioLimits::default()).unwrap();
     assert_eq!(chunks.len(), 1);
-    assert!(chunks[0].patches > 0);
+    assert!(chunks[0].patches() > 0);
 }
 
 #[test]

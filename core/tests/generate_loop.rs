@@ -8,9 +8,10 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tch::Tensor;
+use voxloop_core::audio::AudioChunk;
 use voxloop_core::generate::{
-    forbid_ids, generate, AudioInput, FinishReason, GenerationEvent, GenerationRequest,
-    InferenceWorker, Prompt, Sampler, SamplingParams, Segment, StepModel,
+    forbid_ids, generate, FinishReason, GenerationEvent, GenerationRequest, InferenceWorker,
+    Prompt, Sampler, SamplingParams, Segment, StepModel,
 };
 use voxloop_core::{Error, Result};
 
@@ -297,10 +298,7 @@ fn audio_segments_add_no_positions_and_turns_continue_from_the_cache() {
     let (start, patch, end) = (10, 11, 12);
     let turn1 = vec![
         Segment::Tokens(vec![1, start, patch, patch, end]),
-        Segment::Audio(AudioInput {
-            mel: Tensor::zeros([128, 8], (tch::Kind::Float, tch::Device::Cpu)),
-            patches: 2,
-        }),
+        Segment::Audio(AudioChunk::new(vec![0.0; 128 * 8], 2).unwrap()),
         Segment::Tokens(vec![2]),
     ];
     let out1 = generate(
@@ -351,10 +349,7 @@ fn audio_segments_add_no_positions_and_turns_continue_from_the_cache() {
 fn prompts_that_break_the_contract_are_errors() {
     let cancel = AtomicBool::new(false);
     let mut model = ScriptModel::new(vec![1]);
-    let audio_only = vec![Segment::Audio(AudioInput {
-        mel: Tensor::zeros([128, 8], (tch::Kind::Float, tch::Device::Cpu)),
-        patches: 1,
-    })];
+    let audio_only = vec![Segment::Audio(AudioChunk::new(vec![0.0; 128 * 8], 1).unwrap())];
     for segments in [vec![], audio_only] {
         let err = generate(
             &mut model,

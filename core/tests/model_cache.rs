@@ -9,7 +9,8 @@ mod llm_support;
 
 use llm_support::{argmax, load, max_abs_diff, Inputs, Reference};
 use tch::Tensor;
-use voxloop_core::generate::{AudioInput, Segment, StepModel};
+use voxloop_core::audio::AudioChunk;
+use voxloop_core::generate::{Segment, StepModel};
 use voxloop_core::model::StepAudio2;
 use voxloop_core::Error;
 
@@ -217,7 +218,7 @@ fn step_model_segments_agree_with_the_token_api() {
     let split = prompt.iter().position(|&t| t == patch).unwrap() + 313;
     let to_i64 = |ids: &[u32]| ids.iter().map(|&t| i64::from(t)).collect::<Vec<_>>();
     let audio = |i: usize, patches: usize| {
-        Segment::Audio(AudioInput { mel: inputs.two_chunks[i].shallow_clone(), patches })
+        Segment::Audio(AudioChunk::from_tensor(&inputs.two_chunks[i], patches).unwrap())
     };
     let segments = vec![
         Segment::Tokens(to_i64(&prompt[..split])),

@@ -49,7 +49,7 @@ fn clips() -> &'static HashMap<String, (u64, Vec<Mel>)> {
             let input = AudioInput::Bytes { name: format!("{name}.wav"), data: wav.into_inner() };
             let chunks = prepare_audio(input, &AudioLimits::default()).unwrap();
             let mels =
-                chunks.iter().map(|c| Mel { frames: c.frames(), patches: c.patches }).collect();
+                chunks.iter().map(|c| Mel { frames: c.frames(), patches: c.patches() }).collect();
             out.insert(name.clone(), (key as u64, mels));
         }
         out

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use voxloop_core::audio::AudioChunk;
 use voxloop_core::protocol::{
     encode_pieces, prompt_ids, render, GenerationMode, Message, PromptPiece, RenderedPiece,
 };
-use voxloop_core::session::{AssistantTurn, HumanPart, MelChunk, ToolResultTurn, Turn};
+use voxloop_core::session::{AssistantTurn, HumanPart, ToolResultTurn, Turn};
 use voxloop_core::tokenizer::StepTokenizer;
 use voxloop_core::tool::{tool_json_schemas, ToolDefinition};
 
@@ -83,11 +84,7 @@ fn messages(conversation: &Value) -> Vec<Message> {
                 // Rendering reads only the patch counts of the chunks.
                 let chunks = ids(&turn["audio_patches"])
                     .into_iter()
-                    .map(|patches| MelChunk {
-                        frames: 0,
-                        patches: patches as usize,
-                        mel: Vec::new(),
-                    })
+                    .map(|patches| AudioChunk::new(Vec::new(), patches as usize).unwrap())
                     .collect();
                 Turn::Human { parts: vec![HumanPart::Audio { chunks }] }.message()
             }

@@ -1,5 +1,6 @@
-//! A cap on the size of a tool's output: longer text is cut at a character boundary and
-//! ends with a marker that says so, so that the model knows it saw only the beginning.
+//! A cap on the size of a tool's output: longer text is cut by core's `truncate_output`
+//! (at a character boundary, ending in a marker that says so, so that the model knows it saw
+//! only the beginning).
 //!
 //! The cap counts UTF-8 bytes, the marker included. Failed results pass unchanged (their
 //! model messages are short already).
@@ -8,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
-use voxloop_core::tool::{BoxError, ToolCall, ToolError, ToolResult};
+use voxloop_core::tool::{truncate_output, BoxError, ToolCall, ToolError, ToolResult};
 
 use crate::classify::into_tool_error;
 
@@ -61,31 +62,11 @@ where
         Box::pin(async move {
             let mut result = future.await.map_err(|e| into_tool_error(&name, e))?;
             if let Ok(text) = &mut result.outcome {
-                truncate(text, max_bytes);
+                truncate_output(text, max_bytes);
             }
             Ok(result)
         })
     }
-}
-
-/// Cuts `text` to at most `max_bytes` bytes at a character boundary, ending it with a
-/// marker (`\n[… output truncated: 1234 bytes in all]`, or just `…` if that does not fit).
-/// Returns whether it cut.
-pub fn truncate(text: &mut String, max_bytes: usize) -> bool {
-    if text.len() <= max_bytes {
-        return false;
-    }
-    let full = format!("\n[… output truncated: {} bytes in all]", text.len());
-    let marker = if full.len() < max_bytes { full.as_str() } else { "…" };
-    let mut end = max_bytes.saturating_sub(marker.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    if marker.len() <= max_bytes {
-        text.push_str(marker);
-    }
-    true
 }
 
 #[cfg(test)]
@@ -95,30 +76,6 @@ mod tests {
 
     use super::*;
     use crate::testing::{call, Scripted, Step};
-
-    #[test]
-    fn cuts_chinese_text_at_a_character_boundary() {
-        let original = "语音助手调用工具。".repeat(100); // 3 bytes a character
-        for max in [60, 61, 62, 100, 255] {
-            let mut text = original.clone();
-            assert!(truncate(&mut text, max));
-            assert!(text.len() <= max, "{} > {max}", text.len());
-            let marker = format!("\n[… output truncated: {} bytes in all]", original.len());
-            let kept = text.strip_suffix(&marker).unwrap();
-            assert!(original.starts_with(kept));
-            assert!(kept.len() + 3 > max - marker.len(), "cut no more than one character");
-        }
-    }
-
-    #[test]
-    fn short_text_is_untouched_and_tiny_caps_keep_an_ellipsis() {
-        let mut text = "你好".to_owned();
-        assert!(!truncate(&mut text, 6));
-        assert_eq!(text, "你好");
-        let mut text = "你好世界".to_owned();
-        assert!(truncate(&mut text, 8));
-        assert_eq!(text, "你…");
-    }
 
     #[tokio::test]
     async fn caps_output_and_leaves_failures_alone() {

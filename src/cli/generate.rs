@@ -158,7 +158,7 @@ pub fn run(args: GenerateArgs, config: &Config) -> anyhow::Result<()> {
     let limits = AudioLimits::default();
     let mut input = TurnInput::default();
     for path in &args.audio {
-        input = input.and_audio(&prepare_audio(path.as_path(), &limits)?)?;
+        input = input.and_audio(prepare_audio(path.as_path(), &limits)?);
     }
     if let Some(text) = &args.text {
         input = input.and_text(text.clone());

@@ -275,11 +275,8 @@ async fn post_turn(
     // leaves it as it was.
     let mut input = TurnInput::default();
     if let Some(data) = audio {
-        match decode_audio(&rt, data)
-            .await
-            .and_then(|chunks| input.clone().and_audio(&chunks).map_err(ApiError::bad_request))
-        {
-            Ok(with_audio) => input = with_audio,
+        match decode_audio(&rt, data).await {
+            Ok(chunks) => input = input.and_audio(chunks),
             Err(error) => {
                 slot.end(&guard, Usage::default(), None);
                 return Err(error);

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 use voxloop_core::agent::{CancelHandle, Usage};
 use voxloop_core::session::Session;
 use voxloop_voices::{SessionVoice, VoiceProfile};
 
-use crate::runtime::store::Meta;
+use crate::runtime::store::{Meta, UsageTotals};
 
 /// What a turn works on.
 #[derive(Debug)]
@@ -74,22 +74,6 @@ pub struct Summary {
     /// Why the session's last save to disk failed (`null` when it succeeded, or when
     /// sessions are not saved).
     pub save_error: Option<String>,
-}
-
-/// Token counts over a session's turns.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UsageTotals {
-    pub input_tokens: usize,
-    pub output_tokens: usize,
-    pub audio_tokens: usize,
-}
-
-impl std::ops::AddAssign<Usage> for UsageTotals {
-    fn add_assign(&mut self, u: Usage) {
-        self.input_tokens += u.input_tokens;
-        self.output_tokens += u.output_tokens;
-        self.audio_tokens += u.audio_tokens;
-    }
 }
 
 /// One session of the table.

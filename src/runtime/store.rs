@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use voxloop_core::agent::Usage;
 use voxloop_core::session::{Session, Turn};
-
-use crate::runtime::sessions::UsageTotals;
 
 /// The version of the meta files written; others are ignored (with a warning).
 const META_FORMAT: u32 = 1;
@@ -35,6 +34,22 @@ pub fn valid_id(id: &str) -> bool {
 }
 
 /// What the service keeps of a session beside its history.
+/// Token counts over a session's turns.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub input_tokens: usize,
+    pub output_tokens: usize,
+    pub audio_tokens: usize,
+}
+
+impl std::ops::AddAssign<Usage> for UsageTotals {
+    fn add_assign(&mut self, u: Usage) {
+        self.input_tokens += u.input_tokens;
+        self.output_tokens += u.output_tokens;
+        self.audio_tokens += u.audio_tokens;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
     pub format: u32,
@@ -125,7 +140,8 @@ impl SessionStore {
         session.save(self.session_path(id))?;
         let path = self.meta_path(id);
         let json = serde_json::to_vec(meta).context("cannot serialise the session meta data")?;
-        voxloop_core::fs::write_atomically(&path, &json).with_context(|| format!("writing {}", path.display()))
+        voxloop_core::fs::write_atomically(&path, &json)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Reads the session `id`: `Ok(None)` when it has no file (or the id is not one the
@@ -210,7 +226,6 @@ fn remove_if_there(path: &Path) -> std::io::Result<bool> {
         Err(e) => Err(e),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -123,10 +123,7 @@ impl VoiceLibrary {
                     ),
                 });
             }
-            let tmp = dir.join(format!(".{}.json.tmp", profile.name));
-            profile.to_json_file(&tmp)?;
-            std::fs::rename(&tmp, &path)
-                .map_err(|source| Error::File { path: path.clone(), source })?;
+            profile.to_json_file(&path)?;
             self.files.insert(profile.name.clone(), path);
         }
         let profile = Arc::new(profile);

@@ -1,10 +1,12 @@
-//! Small layers holding tensors taken from a [`StateDict`] under their upstream names.
+//! Small layers holding tensors taken from a [`StateDict`] under their upstream names
+//! (`Linear` and `LayerNorm` are core's, [`voxloop_core::nn`], loaded here).
 //!
 //! Every layer calls the same ATen operator its PyTorch counterpart calls (`linear`,
 //! `layer_norm`, `conv1d`, `conv_transpose1d`, `_weight_norm`), so results match upstream to
 //! the last few ulps.
 
 use tch::Tensor;
+pub(crate) use voxloop_core::nn::{LayerNorm, Linear};
 
 use crate::checkpoint::StateDict;
 use crate::Result;
@@ -18,58 +20,29 @@ pub(crate) fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// `torch.nn.Linear`: `y = x Wᵀ + b`.
-#[derive(Debug)]
-pub(crate) struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+/// `torch.nn.Linear` `[inp → out]` from the state dict's `{prefix}.weight` (and `.bias`).
+pub(crate) fn load_linear(
+    sd: &mut StateDict,
+    prefix: &str,
+    inp: i64,
+    out: i64,
+    bias: bool,
+) -> Result<Linear> {
+    let weight = sd.take(&join(prefix, "weight"), &[out, inp])?;
+    let bias = if bias { Some(sd.take(&join(prefix, "bias"), &[out])?) } else { None };
+    Ok(Linear::from_tensors(weight, bias))
 }
 
-impl Linear {
-    pub(crate) fn load(
-        sd: &mut StateDict,
-        prefix: &str,
-        inp: i64,
-        out: i64,
-        bias: bool,
-    ) -> Result<Self> {
-        let weight = sd.take(&join(prefix, "weight"), &[out, inp])?;
-        let bias = if bias { Some(sd.take(&join(prefix, "bias"), &[out])?) } else { None };
-        Ok(Self { weight, bias })
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
-    }
-}
-
-/// `torch.nn.LayerNorm` over the last dimension, with or without the affine parameters.
-#[derive(Debug)]
-pub(crate) struct LayerNorm {
-    weight: Option<Tensor>,
-    bias: Option<Tensor>,
+/// `torch.nn.LayerNorm(width, eps)` from the state dict's `{prefix}.weight` and `.bias`.
+pub(crate) fn load_layer_norm(
+    sd: &mut StateDict,
+    prefix: &str,
     width: i64,
     eps: f64,
-}
-
-impl LayerNorm {
-    pub(crate) fn load(sd: &mut StateDict, prefix: &str, width: i64, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: Some(sd.take(&join(prefix, "weight"), &[width])?),
-            bias: Some(sd.take(&join(prefix, "bias"), &[width])?),
-            width,
-            eps,
-        })
-    }
-
-    /// `elementwise_affine=False`.
-    pub(crate) fn plain(width: i64, eps: f64) -> Self {
-        Self { weight: None, bias: None, width, eps }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_layer_norm([self.width], self.weight.as_ref(), self.bias.as_ref(), self.eps, true)?)
-    }
+) -> Result<LayerNorm> {
+    let weight = sd.take(&join(prefix, "weight"), &[width])?;
+    let bias = sd.take(&join(prefix, "bias"), &[width])?;
+    Ok(LayerNorm::from_tensors(weight, bias, eps))
 }
 
 /// Geometry of a 1-D convolution.

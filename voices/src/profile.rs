@@ -152,10 +152,10 @@ impl VoiceProfile {
         Ok(profile)
     }
 
-    /// Writes the profile as JSON.
+    /// Writes the profile as JSON, atomically (a crash leaves the old file or the new one).
     pub fn to_json_file(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(self).map_err(|e| self.err(e.to_string()))?;
-        std::fs::write(path, text)
+        voxloop_core::fs::write_atomically(path, text.as_bytes())
             .map_err(|source| Error::File { path: path.to_path_buf(), source })
     }
 

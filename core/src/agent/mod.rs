@@ -89,11 +89,11 @@ pub use render::{Rendered, SpeechRenderer, Utterances};
 pub use speech::{SpeechEngine, SpeechSink};
 pub use stream::{CancelHandle, TurnStream};
 
-use crate::audio::{AudioChunk, N_MELS};
+use crate::audio::AudioChunk;
 use crate::generate::{InferenceWorker, StepModel};
 use crate::model::StepAudio2;
 use crate::protocol::{ToolChoice, SEARCH_SUMMARY_INSTRUCTION};
-use crate::session::{HumanPart, MelChunk, Session, SessionSettings};
+use crate::session::{HumanPart, Session, SessionSettings};
 use crate::tokenizer::StepTokenizer;
 use crate::tool::ToolRegistry;
 use crate::{DeviceSpec, Error, Result};
@@ -108,9 +108,13 @@ pub struct AgentConfig {
     pub model_name: String,
     /// How many tool calls of one step run at once (0 counts as 1).
     pub tool_concurrency: usize,
-    /// Results longer than this many characters are cut (with `…` appended) before they
-    /// reach the model.
-    pub max_result_chars: usize,
+    /// Results longer than this many bytes are cut ([`truncate_output`]) before they reach
+    /// the model: the backstop for tools registered without an output-cap policy (the
+    /// service's policies cut each tool's output to its own `max_output_bytes` first, by
+    /// default as much as this).
+    ///
+    /// [`truncate_output`]: crate::tool::truncate_output
+    pub max_result_bytes: usize,
     /// Trusted text appended to a tool's successful result, by tool name.
     pub result_instructions: HashMap<String, String>,
     /// The instant a new session's system prompt dates itself by; `None`: the system clock.
@@ -125,7 +129,7 @@ impl Default for AgentConfig {
             agent_name: "voxloop".to_owned(),
             model_name: "step-audio-2-mini".to_owned(),
             tool_concurrency: 4,
-            max_result_chars: 8000,
+            max_result_bytes: 32_768,
             result_instructions: HashMap::new(),
             fixed_now: None,
         }
@@ -159,8 +163,9 @@ impl TurnInput {
         Self::default().and_text(text)
     }
 
-    /// Speech, as the chunks of [`crate::audio::prepare_audio`].
-    pub fn audio(chunks: &[AudioChunk]) -> Result<Self> {
+    /// Speech, as the chunks of [`crate::audio::prepare_audio`] (a `Vec` moves in, a slice's
+    /// chunks share their features).
+    pub fn audio(chunks: impl Into<Vec<AudioChunk>>) -> Self {
         Self::default().and_audio(chunks)
     }
 
@@ -171,11 +176,11 @@ impl TurnInput {
         self
     }
 
-    /// Adds speech after what is there (the features are copied).
-    pub fn and_audio(mut self, chunks: &[AudioChunk]) -> Result<Self> {
-        let chunks = chunks.iter().map(mel_chunk).collect::<Result<Vec<_>>>()?;
-        self.parts.push(HumanPart::Audio { chunks });
-        Ok(self)
+    /// Adds speech after what is there.
+    #[must_use]
+    pub fn and_audio(mut self, chunks: impl Into<Vec<AudioChunk>>) -> Self {
+        self.parts.push(HumanPart::Audio { chunks: chunks.into() });
+        self
     }
 
     /// The parts, in order.
@@ -187,22 +192,6 @@ impl TurnInput {
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
-}
-
-fn mel_chunk(chunk: &AudioChunk) -> Result<MelChunk> {
-    let size = chunk.mel.size();
-    if size.len() != 2 || size[0] != N_MELS as i64 {
-        return Err(Error::InvalidAudioChunk {
-            index: 0,
-            message: format!("expected a [{N_MELS}, T] log-mel, got {size:?}"),
-        });
-    }
-    let flat = chunk.mel.f_to_kind(Kind::Float)?.f_contiguous()?.f_view([-1])?;
-    Ok(MelChunk {
-        frames: chunk.frames(),
-        patches: chunk.patches,
-        mel: Vec::<f32>::try_from(&flat)?,
-    })
 }
 
 /// Distinguishes agents, so that a session knows whose cache holds it.

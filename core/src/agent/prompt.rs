@@ -3,12 +3,10 @@
 
 use std::ops::Range;
 
-use tch::Tensor;
-
-use crate::audio::N_MELS;
-use crate::generate::{AudioInput, Segment};
+use crate::audio::AudioChunk;
+use crate::generate::Segment;
 use crate::protocol::{encode_pieces, render, GenerationMode, Message, PromptPiece};
-use crate::session::{MelChunk, Session, Turn};
+use crate::session::{Session, Turn};
 use crate::tokenizer::StepTokenizer;
 use crate::{Error, Result};
 
@@ -77,16 +75,11 @@ fn encode_turn(turn: &Turn, tokenizer: &StepTokenizer, builder: &mut SegmentBuil
                             audio.clip_key, audio.chunk_in_clip
                         ))
                     })?;
-                builder.audio(AudioInput { mel: mel_tensor(chunk)?, patches: audio.patches });
+                builder.audio(chunk.clone());
             }
         }
     }
     Ok(())
-}
-
-/// The `[128, T]` tensor of a stored chunk.
-fn mel_tensor(chunk: &MelChunk) -> Result<Tensor> {
-    Ok(Tensor::f_from_slice(&chunk.mel)?.f_view([N_MELS as i64, chunk.frames as i64])?)
 }
 
 /// Collects segments, merging consecutive ids into one `Tokens` segment and putting each
@@ -106,9 +99,9 @@ impl SegmentBuilder {
         self.open.extend_from_slice(ids);
     }
 
-    fn audio(&mut self, input: AudioInput) {
+    fn audio(&mut self, chunk: AudioChunk) {
         self.flush();
-        self.segments.push(Segment::Audio(input));
+        self.segments.push(Segment::Audio(chunk));
     }
 
     fn flush(&mut self) {

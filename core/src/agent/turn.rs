@@ -19,7 +19,8 @@ use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoi
 use crate::session::{AssistantTurn, Session, SessionSettings, ToolResultTurn, Turn};
 use crate::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
 use crate::tool::{
-    new_call_id, ApprovalAsker, ToolCall, ToolContext, ToolError, ToolErrorKind, ToolResult,
+    new_call_id, truncate_output, ApprovalAsker, ToolCall, ToolContext, ToolError, ToolErrorKind,
+    ToolResult,
 };
 use crate::{Error, Result};
 
@@ -426,7 +427,8 @@ impl TurnRun<'_> {
     fn result_turn(&self, result: ToolResult) -> ToolResultTurn {
         let config = &self.agent.config;
         let ok = result.is_ok();
-        let text = cap_chars(result.model_text(), config.max_result_chars);
+        let mut text = result.model_text().to_owned();
+        truncate_output(&mut text, config.max_result_bytes);
         let instruction =
             if ok { config.result_instructions.get(&result.name).cloned() } else { None };
         ToolResultTurn { call_id: result.call_id, name: result.name, ok, text, instruction }
@@ -508,24 +510,4 @@ fn transcript(tokenizer: &StepTokenizer, ids: &[i64]) -> String {
     let text: Vec<i64> =
         ids.iter().copied().filter(|&id| special.classify(id) == TokenClass::Text).collect();
     tokenizer.decode(&text).unwrap_or_default()
-}
-
-/// `text` cut to at most `max` characters, `…` marking a cut.
-fn cap_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cap_chars;
-
-    #[test]
-    fn results_are_cut_at_character_boundaries() {
-        assert_eq!(cap_chars("héllo", 10), "héllo");
-        assert_eq!(cap_chars("héllo", 2), "hé…");
-        assert_eq!(cap_chars("", 0), "");
-    }
 }

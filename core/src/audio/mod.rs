@@ -1,7 +1,7 @@
 //! # Audio front end: from a file or an upload to the encoder's log-mel chunks
 //!
 //! What Step-Audio 2 expects (StepFun's Step-Audio2 `utils.py` and their vLLM fork's
-//! `mm_step_audio.py`; see docs step-audio-2.md §1.2):
+//! `vllm/model_executor/models/mm_step_audio.py`):
 //!
 //! | step | upstream | here |
 //! |---|---|---|
@@ -17,8 +17,11 @@
 //! frames (30 s at 50 Hz after its stride-2 conv). The last chunk may be very short; a chunk of
 //! a few samples gives 0 patches, exactly as upstream (the encoder then yields 0 frames for it).
 //!
-//! Everything here runs on the CPU; the model moves the mel to its device.
+//! An [`AudioChunk`] is the one form the features take from here on: the session keeps it for
+//! a spoken turn and the prompt hands it to the model. Everything here runs on the CPU; the
+//! model moves the mel to its device.
 
+mod chunk;
 mod decode;
 mod mel;
 mod resample;
@@ -27,6 +30,7 @@ use tch::Tensor;
 
 use crate::Result;
 
+pub use chunk::AudioChunk;
 pub use decode::{
     decode_audio, decode_audio_mixed, AudioInput, AudioLimits, ChannelMix, DecodedAudio,
     MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
@@ -42,22 +46,6 @@ pub const SAMPLE_RATE: u32 = 16_000;
 
 /// Samples per chunk: 25 s at 16 kHz.
 pub const CHUNK_SAMPLES: usize = SAMPLE_RATE as usize * 25;
-
-/// One ≤ 25-s piece of the input, ready for the audio encoder.
-#[derive(Debug)]
-pub struct AudioChunk {
-    /// Log-mel features, CPU f32 `[128, T]` with `T = floor((samples + 479) / 160)`.
-    pub mel: Tensor,
-    /// How many `<audio_patch>` placeholders the prompt needs for it ([`audio_patch_count`]).
-    pub patches: usize,
-}
-
-impl AudioChunk {
-    /// Mel frames `T`.
-    pub fn frames(&self) -> usize {
-        usize::try_from(self.mel.size().get(1).copied().unwrap_or(0)).unwrap_or(0)
-    }
-}
 
 /// How many `<audio_patch>` tokens (adaptor outputs, 12.5 Hz) a mel of `mel_frames` frames
 /// produces: upstream `compute_token_num`.
@@ -82,7 +70,7 @@ pub fn log_mel_chunks(samples_16k: &[f32]) -> Result<Vec<AudioChunk>> {
         .map(|chunk| {
             let mel = mel::log_mel_with(chunk, RIGHT_PAD, &filters)?;
             let frames = usize::try_from(mel.size()[1]).unwrap_or(0);
-            Ok(AudioChunk { mel, patches: audio_patch_count(frames) })
+            AudioChunk::from_tensor(&mel, audio_patch_count(frames))
         })
         .collect()
 }
@@ -93,7 +81,7 @@ pub fn log_mel_chunks(samples_16k: &[f32]) -> Result<Vec<AudioChunk>> {
 /// ```no_run
 /// use voxloop_core::audio::{prepare_audio, AudioLimits};
 /// let chunks = prepare_audio(std::path::Path::new("question.wav"), &AudioLimits::default())?;
-/// let placeholders: usize = chunks.iter().map(|c| c.patches).sum();
+/// let placeholders: usize = chunks.iter().map(|c| c.patches()).sum();
 /// # Ok::<(), voxloop_core::Error>(())
 /// ```
 pub fn prepare_audio(

@@ -11,15 +11,16 @@
 //!   - [`Segment::Tokens`] carries ids. The prompt's ids are the concatenation of all
 //!     `Tokens` segments, in order; they are all the new positions (an empty `Tokens` adds
 //!     none).
-//!   - [`Segment::Audio`] carries one log-mel chunk and adds **no** position and no id. The
-//!     prompt renderer writes the placeholders itself, inside `Tokens`:
-//!     `<audio_start>`, `patches` times `<audio_patch>`, `<audio_end>`. The model runs every
-//!     `Audio` segment through the encoder and adaptor (each must give exactly `patches`
-//!     embeddings) and puts the resulting rows, in segment order, in place of the embeddings
-//!     of the `<audio_patch>` positions, in position order. The number of `<audio_patch>` ids
-//!     in the prompt must equal the sum of `patches`, or `prefill` fails and the cache is
-//!     left as it was. By convention the renderer puts each `Audio` segment right after the
-//!     `Tokens` segment that holds its placeholders; only the order matters.
+//!   - [`Segment::Audio`] carries one log-mel [`AudioChunk`] (as decoding made it and the
+//!     session keeps it) and adds **no** position and no id. The prompt renderer writes the
+//!     placeholders itself, inside `Tokens`: `<audio_start>`, `patches` times
+//!     `<audio_patch>`, `<audio_end>`. The model runs every `Audio` segment through the
+//!     encoder and adaptor (each must give exactly `patches` embeddings) and puts the
+//!     resulting rows, in segment order, in place of the embeddings of the `<audio_patch>`
+//!     positions, in position order. The number of `<audio_patch>` ids in the prompt must
+//!     equal the sum of `patches`, or `prefill` fails and the cache is left as it was. By
+//!     convention the renderer puts each `Audio` segment right after the `Tokens` segment
+//!     that holds its placeholders; only the order matters.
 //!
 //!   After `prefill`, `cache_len()` has grown by exactly the number of prompt ids.
 //! - [`StepModel::decode`] appends one id and returns the logits for the next position.
@@ -43,24 +44,16 @@ pub use sampler::{
 };
 pub use worker::{GenerationEvent, GenerationRequest, GenerationStream, InferenceWorker, Reply};
 
+use crate::audio::AudioChunk;
 use crate::Result;
-
-/// One log-mel chunk of input audio; see the module documentation for how it is placed.
-#[derive(Debug)]
-pub struct AudioInput {
-    /// Whisper-style log-mel features, `[128, T]` `f32`, for at most 25 s of 16 kHz audio.
-    pub mel: Tensor,
-    /// How many `<audio_patch>` positions this chunk fills (`compute_token_num(T)`).
-    pub patches: usize,
-}
 
 /// A piece of a prompt; see the module documentation.
 #[derive(Debug)]
 pub enum Segment {
     /// Token ids, one position each.
     Tokens(Vec<i64>),
-    /// The audio behind the next `patches` `<audio_patch>` positions; adds no position.
-    Audio(AudioInput),
+    /// The audio behind the next `patches()` `<audio_patch>` positions; adds no position.
+    Audio(AudioChunk),
 }
 
 impl Segment {

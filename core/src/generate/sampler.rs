@@ -14,8 +14,8 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
-/// How to pick tokens. [`Default`] gives the official examples' settings (step-audio-2.md
-/// section 2.1) with transformers' default top-k of 50, no seed and no stop token: add the
+/// How to pick tokens. [`Default`] gives the official examples' settings (stepfun-ai/Step-Audio2
+/// `stepaudio2.py` and `examples.py`) with transformers' default top-k of 50, no seed and no stop token: add the
 /// `<|EOT|>` id to `stop_tokens`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {

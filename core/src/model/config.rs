@@ -1,6 +1,7 @@
 //! `config.json` of a Step-Audio 2 checkpoint.
 //!
-//! The structs mirror the file's field names (see `docs/step-audio-2.md` §1.4). Unknown fields are
+//! The structs mirror the file's field names (those of Step-Audio-2-mini's `config.json`, read by
+//! StepFun's vLLM fork in `vllm/transformers_utils/configs/step_audio.py`). Unknown fields are
 //! ignored; a missing required field is an error that names the field, its section and the file.
 
 use std::path::Path;
@@ -286,7 +287,8 @@ mod tests {
     #[test]
     fn patch_count_follows_the_upstream_formula() {
         let cfg = parse(MINI).unwrap();
-        // 25 s = 2502 frames → 313 patches (step-audio-2.md §1.2); tiny chunks give none.
+        // 25 s = 2502 frames → 313 patches (stepfun-ai/Step-Audio2 `utils.py`
+        // `compute_token_num`); tiny chunks give none.
         let upstream = |t: i64| {
             let enc = (t - 2 + 1).div_euclid(2).div_euclid(2);
             ((enc + 2 - 3).div_euclid(2) + 1).max(0) as usize

@@ -18,8 +18,12 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 use super::config::AudioEncoderConfig;
-use super::layers::{gelu, Conv1d, Embedding, LayerNorm, Linear};
+use super::layers::{gelu, Conv1d, Embedding};
+use crate::nn::{LayerNorm, Linear};
 use crate::{Error, Result};
+
+/// The encoder's LayerNorms use PyTorch's default epsilon (`nn.LayerNorm(width)`).
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 #[derive(Debug)]
 struct EncoderAttention {
@@ -81,10 +85,10 @@ impl Block {
         let mlp = &p / "mlp";
         Ok(Self {
             attn: EncoderAttention::new(&p / "attn", width, heads)?,
-            attn_ln: LayerNorm::new(&p / "attn_ln", width)?,
+            attn_ln: LayerNorm::new(&p / "attn_ln", width, LAYER_NORM_EPS)?,
             mlp_in: Linear::new(&mlp / 0, width, 4 * width, true)?,
             mlp_out: Linear::new(&mlp / 2, 4 * width, width, true)?,
-            mlp_ln: LayerNorm::new(&p / "mlp_ln", width)?,
+            mlp_ln: LayerNorm::new(&p / "mlp_ln", width, LAYER_NORM_EPS)?,
         })
     }
 
@@ -116,7 +120,7 @@ impl AudioEncoder {
             conv2: Conv1d::new(&p / "conv2", w, w, 3, 2, 1)?,
             positional_embedding: Embedding::new(&p / "positional_embedding", cfg.n_audio_ctx, w)?,
             blocks,
-            after_norm: LayerNorm::new(&p / "after_norm", w)?,
+            after_norm: LayerNorm::new(&p / "after_norm", w, LAYER_NORM_EPS)?,
         })
     }
 

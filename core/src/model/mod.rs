@@ -35,8 +35,8 @@ use tch::{Device, Kind, Tensor};
 pub use config::{AudioEncoderConfig, Config, TextConfig, TokenIds};
 pub use kv_cache::KvCache;
 
+use crate::nn::Linear;
 use encoder::{Adaptor, AudioEncoder};
-use layers::Linear;
 use qwen2::Qwen2;
 
 use crate::{Error, Result};
@@ -79,7 +79,7 @@ impl StepAudio2 {
         let model = Qwen2::new(&root / "model", &config.text)?;
         let text = &config.text;
         let lm_head = if text.tie_word_embeddings {
-            Linear::from_weight(model.embed_tokens.weight.shallow_clone())
+            Linear::from_tensors(model.embed_tokens.weight.shallow_clone(), None)
         } else {
             Linear::new(&root / "lm_head", text.hidden_size, text.vocab_size, false)?
         };

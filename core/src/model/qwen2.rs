@@ -17,7 +17,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::config::TextConfig;
 use super::kv_cache::KvCache;
-use super::layers::{Embedding, Linear, RmsNorm};
+use super::layers::{Embedding, RmsNorm};
+use crate::nn::Linear;
 use crate::Result;
 
 /// Cosine and sine tables `[max_positions, head_dim]` for RoPE.

@@ -27,17 +27,17 @@ impl StepModel for StepAudio2 {
                         tokens.push(self.checked_id(id)?);
                     }
                 }
-                Segment::Audio(input) => {
-                    let frames = input.mel.size().last().copied().unwrap_or(0).max(0) as usize;
+                Segment::Audio(chunk) => {
+                    let frames = chunk.frames();
                     let gives = self.patch_count(frames);
-                    if gives != input.patches {
+                    if gives != chunk.patches() {
                         return Err(Error::InvalidPrompt(format!(
                             "audio segment {} declares {} patches but its {frames} mel frames give {gives}",
                             mels.len(),
-                            input.patches
+                            chunk.patches()
                         )));
                     }
-                    mels.push(input.mel.shallow_clone());
+                    mels.push(chunk.to_tensor()?);
                 }
             }
         }

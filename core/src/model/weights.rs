@@ -4,7 +4,8 @@
 //! renaming. The directory holds either `model.safetensors.index.json` (a `weight_map` from
 //! tensor name to shard file) plus its shards, or a single `model.safetensors`.
 //!
-//! Every check runs before any data is read, on the safetensors headers alone:
+//! Every check runs before any data is copied, on the safetensors headers alone (parsed and
+//! validated by the `safetensors` crate):
 //! - a shard the index lists but the directory lacks → [`Error::MissingShard`];
 //! - a model parameter no shard holds → [`Error::MissingTensor`];
 //! - a shard tensor that is no model parameter → [`Error::UnexpectedTensor`]. This is an error,
@@ -12,15 +13,16 @@
 //!   loader fails on unknown names too), and silently ignoring it would hide that;
 //! - a shape differing from the parameter's → [`Error::TensorShape`].
 //!
-//! Then each shard is read tensor by tensor (one tensor in memory at a time, never a whole
-//! shard) and copied into its variable, which converts the dtype (f32/f16/bf16) and moves it
-//! to the variable's device.
+//! Then each shard, memory-mapped, is copied tensor by tensor into the variables (one tensor
+//! converted at a time, never a whole shard read into memory); the copy converts the dtype
+//! (f32/f16/bf16) and moves the data to the variable's device.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use memmap2::{Mmap, MmapOptions};
+use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
@@ -31,19 +33,9 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// Name of the weights file of an unsharded checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
 
-/// Largest safetensors header accepted (the format's own limit is 100 MB).
-const MAX_HEADER: u64 = 100_000_000;
-
 #[derive(Debug, Deserialize)]
 struct Index {
     weight_map: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HeaderEntry {
-    dtype: String,
-    shape: Vec<i64>,
-    data_offsets: [u64; 2],
 }
 
 /// Where one tensor's bytes are and how to read them.
@@ -98,66 +90,63 @@ fn shard_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<IndexFile>)> {
     })
 }
 
-fn kind_of(dtype: &str) -> Option<Kind> {
+fn kind_of(dtype: Dtype) -> Option<Kind> {
     match dtype {
-        "F32" => Some(Kind::Float),
-        "F16" => Some(Kind::Half),
-        "BF16" => Some(Kind::BFloat16),
-        "F64" => Some(Kind::Double),
+        Dtype::F32 => Some(Kind::Float),
+        Dtype::F16 => Some(Kind::Half),
+        Dtype::BF16 => Some(Kind::BFloat16),
+        Dtype::F64 => Some(Kind::Double),
         _ => None,
     }
 }
 
-/// Reads a shard's header: every tensor's dtype, shape and absolute byte range.
-fn read_header(path: &Path, shard: usize) -> Result<Vec<(String, Located)>> {
-    let bad = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
-    let io = |source| Error::ModelFileRead { path: path.to_path_buf(), source };
-    let mut file = File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
-    let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes).map_err(|_| bad("shorter than a safetensors header".into()))?;
-    let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > MAX_HEADER || 8 + header_len > file_len {
-        return Err(bad(format!("safetensors header length {header_len} is invalid")));
+/// A shard mapped into memory: its pages are read from disk only as each tensor is copied out.
+struct Shard {
+    map: Mmap,
+}
+
+impl Shard {
+    #[allow(unsafe_code)]
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path)
+            .map_err(|source| Error::ModelFileRead { path: path.to_path_buf(), source })?;
+        // SAFETY: the map is read-only and lives only while the checkpoint loads. Another process
+        // truncating the file during that time would fault the load (SIGBUS); that is the
+        // contract of every memory-mapped safetensors loader (candle, the `safetensors` crate's
+        // own examples) and the price of never holding a multi-GB shard in memory.
+        let map = unsafe { MmapOptions::new().map(&file) }
+            .map_err(|source| Error::ModelFileRead { path: path.to_path_buf(), source })?;
+        Ok(Self { map })
     }
-    let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(io)?;
-    let entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("safetensors header is not valid JSON: {e}")))?;
-    let data_start = 8 + header_len;
-    let mut out = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        if name == "__metadata__" {
-            continue;
-        }
-        let entry: HeaderEntry = serde_json::from_value(value)
-            .map_err(|e| bad(format!("header entry of tensor {name}: {e}")))?;
-        let kind = kind_of(&entry.dtype).ok_or_else(|| {
-            bad(format!("tensor {name} has dtype {} (supported: F32, F16, BF16, F64)", entry.dtype))
+}
+
+/// Reads a shard's header with the `safetensors` crate (which checks that the byte ranges
+/// tile the data exactly and fit their shapes and dtypes): every tensor's dtype, shape and
+/// absolute byte range.
+fn read_header(path: &Path, shard: usize, bytes: &[u8]) -> Result<Vec<(String, Located)>> {
+    let bad = |message: String| Error::Checkpoint { path: path.to_path_buf(), message };
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(format!("not a valid safetensors file: {e:?}")))?;
+    let data_start = 8 + header_len as u64;
+    let mut out = Vec::new();
+    for (name, info) in metadata.tensors() {
+        let kind = kind_of(info.dtype).ok_or_else(|| {
+            bad(format!(
+                "tensor {name} has dtype {:?} (supported: F32, F16, BF16, F64)",
+                info.dtype
+            ))
         })?;
-        let [begin, end] = entry.data_offsets;
-        let numel: i64 = entry.shape.iter().product();
-        let expected = numel.max(0) as u64 * kind.elt_size_in_bytes() as u64;
-        if entry.shape.iter().any(|&d| d < 0) || end < begin || end - begin != expected {
-            return Err(bad(format!(
-                "tensor {name}: byte range {begin}..{end} does not fit shape {:?} of {}",
-                entry.shape, entry.dtype
-            )));
-        }
-        if data_start + end > file_len {
-            return Err(bad(format!(
-                "tensor {name}: byte range {begin}..{end} runs past the end of the file"
-            )));
-        }
+        let (begin, end) = info.data_offsets;
         let located = Located {
             shard,
             kind,
-            shape: entry.shape,
-            start: data_start + begin,
-            len: end - begin,
+            shape: info.shape.iter().map(|&d| d as i64).collect(),
+            start: data_start + begin as u64,
+            len: (end - begin) as u64,
         };
         out.push((name, located));
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
@@ -170,9 +159,10 @@ pub(crate) fn load_checkpoint(
     ignored: &[&str],
 ) -> Result<()> {
     let (files, index) = shard_files(dir)?;
+    let shards = files.iter().map(|f| Shard::open(f)).collect::<Result<Vec<_>>>()?;
     let mut located: HashMap<String, Located> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
-        for (name, loc) in read_header(file, i)? {
+        for (name, loc) in read_header(file, i, &shards[i].map)? {
             if let Some(previous) = located.get(&name) {
                 return Err(Error::Checkpoint {
                     path: file.clone(),
@@ -237,18 +227,13 @@ pub(crate) fn load_checkpoint(
     }
 
     let _guard = tch::no_grad_guard();
-    let mut buffer: Vec<u8> = Vec::new();
-    for (i, path) in files.iter().enumerate() {
-        let io = |source| Error::ModelFileRead { path: path.clone(), source };
-        let mut file = File::open(path).map_err(io)?;
+    for (i, shard) in shards.iter().enumerate() {
         let mut order: Vec<(&String, &Located)> =
             located.iter().filter(|(_, l)| l.shard == i).collect();
         order.sort_by_key(|(_, l)| l.start);
         for (name, loc) in order {
-            buffer.resize(loc.len as usize, 0);
-            file.seek(SeekFrom::Start(loc.start)).map_err(io)?;
-            file.read_exact(&mut buffer).map_err(io)?;
-            let data = Tensor::f_from_data_size(&buffer, &loc.shape, loc.kind)?;
+            let bytes = &shard.map[loc.start as usize..(loc.start + loc.len) as usize];
+            let data = Tensor::f_from_data_size(bytes, &loc.shape, loc.kind)?;
             if let Some(var) = variables.get_mut(name.as_str()) {
                 var.f_copy_(&data)?;
             }

@@ -4,7 +4,8 @@
 //! # What is constrained
 //!
 //! Step-Audio 2 writes a call as `<tool_call>function\n{name}\n{json}</tool_call>`, where
-//! `<tool_call>` and `</tool_call>` are single added tokens (step-audio-2.md §3.2). The mask
+//! `<tool_call>` and `</tool_call>` are single added tokens (the split of StepFun's vLLM fork,
+//! `vllm/entrypoints/openai/tool_parsers/step_audio_2_tool_parser.py`). The mask
 //! is a small state machine over the generated ids of one assistant turn:
 //!
 //! - **Outside a call, before any call completed**: the model is free, except that a stray

@@ -1,4 +1,7 @@
-//! Streaming demultiplexer of generated ids (step-audio-2.md §1.6, §3.2, §7.3).
+//! Streaming demultiplexer of generated ids: the output split of stepfun-ai/Step-Audio2
+//! `stepaudio2.py`, the speech section of StepFun's vLLM fork's ta4 parser
+//! (`vllm/audio_parser/step_audio_2_tts_ta4_parser.py`) and its tool parser
+//! (`vllm/entrypoints/openai/tool_parsers/step_audio_2_tool_parser.py`), one id at a time.
 //!
 //! Step-Audio 2 writes one id stream that mixes spoken text, speech codes, padding, control
 //! tokens and tool calls:

@@ -1,5 +1,5 @@
-//! The Step-Audio 2 chat protocol (step-audio-2.md §2, §3): what goes into the model and how
-//! to read what comes out.
+//! The Step-Audio 2 chat protocol (stepfun-ai/Step-Audio2 `stepaudio2.py` and `examples.py`):
+//! what goes into the model and how to read what comes out.
 //!
 //! - [`render`](render()): conversations ([`Message`]) to prompt pieces, exactly as StepFun's
 //!   `StepAudio2.apply_chat_template`; [`encode_pieces`] turns them into ids, untrusted text
@@ -12,13 +12,12 @@
 
 mod constraint;
 mod demux;
-mod json;
 mod render;
 mod toolcall;
 
+pub use crate::pyjson::{python_float_repr, python_json_dumps, python_json_dumps_object};
 pub use constraint::{ToolCallConstraint, ToolCallGrammar, ToolChoice};
 pub use demux::{DecodeFn, Demux, DemuxEvent, TextDecoder};
-pub use json::{python_float_repr, python_json_dumps, python_json_dumps_object};
 pub use render::{
     encode_pieces, prompt_ids, render, AudioClip, AudioPiece, Content, GenerationMode, Message,
     Part, PromptPiece, RenderedPiece, Role, AUDIO_END, AUDIO_PATCH, AUDIO_START, BOT, EOT,

@@ -1,5 +1,5 @@
 //! The chat template of Step-Audio 2, piece for piece as StepFun's
-//! `StepAudio2.apply_chat_template` (stepaudio2.py) builds it (step-audio-2.md §2.1).
+//! `StepAudio2.apply_chat_template` builds it (stepfun-ai/Step-Audio2 `stepaudio2.py`).
 //!
 //! A turn is `<|BOT|>{role}\n{content}<|EOT|>`, with no separator between turns and no BOS.
 //! Upstream returns a list of segments that are tokenized one by one and concatenated; the
@@ -24,8 +24,8 @@
 
 use serde_json::Value;
 
-use super::json::python_json_dumps;
 use crate::audio::AudioChunk;
+use crate::pyjson::python_json_dumps;
 use crate::tokenizer::StepTokenizer;
 use crate::Result;
 
@@ -115,7 +115,7 @@ impl AudioClip {
     /// The clip of chunks made by [`crate::audio::prepare_audio`] or
     /// [`crate::audio::log_mel_chunks`].
     pub fn from_chunks(key: u64, chunks: &[AudioChunk]) -> Self {
-        Self { key, chunk_patches: chunks.iter().map(|c| c.patches).collect() }
+        Self { key, chunk_patches: chunks.iter().map(AudioChunk::patches).collect() }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The tool-call syntax Step-Audio 2 emits (step-audio-2.md §3.2):
+//! The tool-call syntax Step-Audio 2 emits (as StepFun's vLLM fork parses it,
+//! `vllm/entrypoints/openai/tool_parsers/step_audio_2_tool_parser.py`):
 //!
 //! ```text
 //! <tool_call>function\n{name}\n{JSON object of arguments}</tool_call>
@@ -17,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use super::json::python_json_dumps_object;
+use crate::pyjson::python_json_dumps_object;
 
 /// The literal opening tag (a single token id in the vocabulary).
 pub const TOOL_CALL_START: &str = "<tool_call>";

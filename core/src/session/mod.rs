@@ -4,7 +4,8 @@
 //! # History
 //!
 //! A [`Session`] is a list of [`Turn`]s, each of which renders to exactly the prompt pieces the
-//! model saw (step-audio-2.md §2–3):
+//! model saw (stepfun-ai/Step-Audio2 `stepaudio2.py` `apply_chat_template`; tool results as in
+//! its `examples.py`):
 //!
 //! | turn | rendered as |
 //! |---|---|
@@ -18,9 +19,10 @@
 //! ([`SessionSettings::system_text`] fixes the date line then); later changes to the system
 //! prompt or to the tool set apply to a new session (or after [`Session::reset`]).
 //!
-//! Audio input is kept as its log-mel chunks ([`MelChunk`]), so that a resumed session can
-//! prefill it again; in the JSON file the features are base64 of little-endian `f32`
-//! (about 1.7 MB per 25 s of speech).
+//! Audio input is kept as its log-mel chunks ([`AudioChunk`](crate::audio::AudioChunk), the
+//! form decoding gives and the model reads), so that a resumed session can prefill it again;
+//! in the JSON file the features are base64 of little-endian `f32` (about 1.7 MB per 25 s of
+//! speech), and loading refuses a chunk whose features are not 128 values per frame.
 //!
 //! # The KV cache
 //!
@@ -39,9 +41,8 @@
 mod settings;
 mod turn;
 
-use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -50,9 +51,8 @@ pub use settings::{
     DateLine, SamplingSettings, SessionSettings, DEFAULT_SYSTEM_PROMPT, DEFAULT_VOICE_INSTRUCTION,
     ENGLISH_MONTHS, ENGLISH_WEEKDAYS,
 };
-pub use turn::{AssistantTurn, HumanPart, MelChunk, ToolResultTurn, Turn};
+pub use turn::{AssistantTurn, HumanPart, ToolResultTurn, Turn};
 
-use crate::audio::N_MELS;
 use crate::tool::Extensions;
 use crate::{Error, Result};
 
@@ -187,7 +187,8 @@ impl Session {
         };
         let json = serde_json::to_vec(&file)
             .map_err(|e| format_error(path, format!("cannot serialise: {e}")))?;
-        write_atomically(path, &json)
+        crate::fs::write_atomically(path, &json)
+            .map_err(|source| Error::SessionIo { path: path.to_path_buf(), source })
     }
 
     /// Reads a session written by [`Session::save`]. Its history is not in any cache: the
@@ -203,25 +204,6 @@ impl Session {
                 path,
                 format!("format {} is not the supported format {SESSION_FORMAT}", file.format),
             ));
-        }
-        for (t, turn) in file.history.iter().enumerate() {
-            let Turn::Human { parts } = turn else { continue };
-            for part in parts {
-                let HumanPart::Audio { chunks } = part else { continue };
-                for chunk in chunks {
-                    if chunk.mel.len() != N_MELS * chunk.frames {
-                        return Err(format_error(
-                            path,
-                            format!(
-                                "turn {t}: a mel chunk of {} frames holds {} values, expected {}",
-                                chunk.frames,
-                                chunk.mel.len(),
-                                N_MELS * chunk.frames
-                            ),
-                        ));
-                    }
-                }
-            }
         }
         Ok(Self {
             id: file.id,
@@ -291,32 +273,4 @@ impl Session {
 
 fn format_error(path: &Path, message: String) -> Error {
     Error::SessionFormat { path: path.to_path_buf(), message }
-}
-
-/// Writes `bytes` to a temporary file next to `path`, syncs it, renames it over `path` and
-/// syncs the directory (where the platform allows).
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_error = |source| Error::SessionIo { path: path.to_path_buf(), source };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp =
-        dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4().simple()));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_error(source));
-    }
-    // Persist the rename itself; directories cannot be opened on every platform.
-    if let Ok(dir) = std::fs::File::open(&dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
 }

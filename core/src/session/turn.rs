@@ -2,21 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audio::AudioChunk;
 use crate::protocol::{AudioClip, Content, Message, Part, Role};
 use crate::tool::ToolCall;
-
-/// One log-mel chunk of a spoken human turn (≤ 25 s), kept so the turn can be prefilled
-/// again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MelChunk {
-    /// Mel frames `T`.
-    pub frames: usize,
-    /// `<audio_patch>` placeholders of the chunk.
-    pub patches: usize,
-    /// `[128, T]` row-major.
-    #[serde(with = "f32_base64")]
-    pub mel: Vec<f32>,
-}
 
 /// One part of a human turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,8 +12,8 @@ pub struct MelChunk {
 pub enum HumanPart {
     /// Text the user typed (untrusted).
     Text { text: String },
-    /// Speech, as its 25-s log-mel chunks.
-    Audio { chunks: Vec<MelChunk> },
+    /// Speech, as its 25-s log-mel chunks (kept so the turn can be prefilled again).
+    Audio { chunks: Vec<AudioChunk> },
 }
 
 /// A generated assistant turn.
@@ -92,7 +80,7 @@ impl Turn {
                         HumanPart::Text { text } => Part::Untrusted(text.clone()),
                         HumanPart::Audio { chunks } => Part::Audio(AudioClip::new(
                             i as u64,
-                            chunks.iter().map(|c| c.patches).collect(),
+                            chunks.iter().map(AudioChunk::patches).collect(),
                         )),
                     })
                     .collect();
@@ -109,7 +97,7 @@ impl Turn {
     }
 
     /// The mel chunk `chunk` of the turn's part `part`, if there is one.
-    pub fn mel_chunk(&self, part: usize, chunk: usize) -> Option<&MelChunk> {
+    pub fn mel_chunk(&self, part: usize, chunk: usize) -> Option<&AudioChunk> {
         match self {
             Turn::Human { parts } => match parts.get(part)? {
                 HumanPart::Audio { chunks } => chunks.get(chunk),
@@ -117,53 +105,5 @@ impl Turn {
             },
             _ => None,
         }
-    }
-}
-
-/// `Vec<f32>` as base64 of its little-endian bytes.
-mod f32_base64 {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        values: &[f32],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        serializer.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Vec<f32>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let bytes = STANDARD.decode(text.as_bytes()).map_err(D::Error::custom)?;
-        if bytes.len() % 4 != 0 {
-            return Err(D::Error::custom(format!(
-                "{} bytes of mel features are not a whole number of f32 values",
-                bytes.len()
-            )));
-        }
-        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audio::N_MELS;
-
-    #[test]
-    fn mel_features_round_trip_through_base64() {
-        let chunk = MelChunk {
-            frames: 1,
-            patches: 0,
-            mel: (0..N_MELS).map(|i| i as f32 * 0.5 - 3.25).collect(),
-        };
-        let json = serde_json::to_string(&chunk).unwrap();
-        let back: MelChunk = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, chunk);
     }
 }

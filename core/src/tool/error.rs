@@ -102,7 +102,8 @@ impl ToolError {
     /// [`with_detail`](Self::with_detail). The model message is capped at
     /// [`MAX_MODEL_MESSAGE_BYTES`].
     pub fn new(kind: ToolErrorKind, model_message: impl Into<String>) -> Self {
-        let model_message = cap(model_message.into());
+        let mut model_message = model_message.into();
+        super::truncate_output(&mut model_message, MAX_MODEL_MESSAGE_BYTES);
         Self { kind, detail: model_message.clone(), model_message, transient: None }
     }
 
@@ -180,20 +181,6 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Cuts `text` to at most [`MAX_MODEL_MESSAGE_BYTES`] at a character boundary.
-fn cap(mut text: String) -> String {
-    if text.len() <= MAX_MODEL_MESSAGE_BYTES {
-        return text;
-    }
-    let mut end = MAX_MODEL_MESSAGE_BYTES - '…'.len_utf8();
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push('…');
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +189,7 @@ mod tests {
     fn long_model_messages_are_capped_at_a_char_boundary() {
         let error = ToolError::new(ToolErrorKind::Execution, "é".repeat(1000));
         assert!(error.model_message.len() <= MAX_MODEL_MESSAGE_BYTES);
-        assert!(error.model_message.ends_with('…'));
+        assert!(error.model_message.ends_with("[… output truncated: 2000 bytes in all]"));
         assert_eq!(error.detail, error.model_message);
     }
 

@@ -71,6 +71,7 @@ mod error;
 mod registry;
 mod schema;
 mod service;
+mod truncate;
 
 pub use call::{new_call_id, ToolCall, ToolResult};
 pub use context::{
@@ -81,6 +82,7 @@ pub use error::{BoxError, ToolError, ToolErrorKind, Transient, MAX_MODEL_MESSAGE
 pub use registry::{RegisteredTool, ToolRegistry};
 pub use schema::{parameters_schema, tool_json_schemas, NoArgs, OpenAiTool, ToolDefinition};
 pub use service::{BoxToolService, ToolService};
+pub use truncate::truncate_output;
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::error::{ToolError, ToolErrorKind};
-use crate::protocol::python_json_dumps;
+use crate::pyjson::python_json_dumps;
 use crate::{Error, Result};
 
 /// What the model is told about one tool.

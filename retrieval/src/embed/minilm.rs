@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tch::nn::{self, Init, VarStore};
 use tch::{Device, Kind, Tensor};
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+use voxloop_core::nn::{LayerNorm, Linear};
 
 use super::TextEmbedder;
 use crate::{Error, Result};
@@ -83,45 +84,6 @@ fn var(p: &nn::Path<'_>, name: &str, dims: &[usize]) -> Result<Tensor> {
 }
 
 #[derive(Debug)]
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Linear {
-    fn new(p: nn::Path<'_>, inp: usize, out: usize) -> Result<Self> {
-        Ok(Self { weight: var(&p, "weight", &[out, inp])?, bias: var(&p, "bias", &[out])? })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
-    }
-}
-
-#[derive(Debug)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    width: i64,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn new(p: nn::Path<'_>, width: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: var(&p, "weight", &[width])?,
-            bias: var(&p, "bias", &[width])?,
-            width: width as i64,
-            eps,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_layer_norm([self.width], Some(&self.weight), Some(&self.bias), self.eps, true)?)
-    }
-}
-
-#[derive(Debug)]
 struct Embeddings {
     word: Tensor,
     position: Tensor,
@@ -150,7 +112,7 @@ impl Embeddings {
         let words = Tensor::f_embedding(&self.word, ids, -1, false, false)?;
         let positions = self.position.f_narrow(0, 0, len)?.f_unsqueeze(0)?;
         let types = self.token_type.f_narrow(0, 0, 1)?.f_unsqueeze(0)?;
-        self.norm.forward(&words.f_add(&positions)?.f_add(&types)?)
+        Ok(self.norm.forward(&words.f_add(&positions)?.f_add(&types)?)?)
     }
 }
 
@@ -172,13 +134,13 @@ impl Layer {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let att = &p / "attention";
         Ok(Self {
-            query: Linear::new(&att / "self" / "query", h, h)?,
-            key: Linear::new(&att / "self" / "key", h, h)?,
-            value: Linear::new(&att / "self" / "value", h, h)?,
-            attn_out: Linear::new(&att / "output" / "dense", h, h)?,
+            query: Linear::new(&att / "self" / "query", h, h, true)?,
+            key: Linear::new(&att / "self" / "key", h, h, true)?,
+            value: Linear::new(&att / "self" / "value", h, h, true)?,
+            attn_out: Linear::new(&att / "output" / "dense", h, h, true)?,
             attn_norm: LayerNorm::new(&att / "output" / "LayerNorm", h, eps)?,
-            intermediate: Linear::new(&p / "intermediate" / "dense", h, i)?,
-            output: Linear::new(&p / "output" / "dense", i, h)?,
+            intermediate: Linear::new(&p / "intermediate" / "dense", h, i, true)?,
+            output: Linear::new(&p / "output" / "dense", i, h, true)?,
             out_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, eps)?,
             heads: cfg.num_attention_heads as i64,
         })
@@ -199,7 +161,7 @@ impl Layer {
         let ctx = probs.f_matmul(&v)?.f_transpose(1, 2)?.f_contiguous()?.f_view([b, l, h])?;
         let x = self.attn_norm.forward(&self.attn_out.forward(&ctx)?.f_add(x)?)?;
         let inner = self.intermediate.forward(&x)?.f_gelu("none")?;
-        self.out_norm.forward(&self.output.forward(&inner)?.f_add(&x)?)
+        Ok(self.out_norm.forward(&self.output.forward(&inner)?.f_add(&x)?)?)
     }
 }
 

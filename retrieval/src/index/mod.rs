@@ -188,9 +188,8 @@ pub struct AudioIndex {
 fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
     let json = serde_json::to_string_pretty(value)
         .map_err(|e| Error::IndexMeta { path: path.to_path_buf(), message: e.to_string() })?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json + "\n").map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    voxloop_core::fs::write_atomically(path, (json + "\n").as_bytes())
+        .map_err(|e| Error::io(path, e))
 }
 
 impl AudioIndex {

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::StateDict;
 use crate::config::DitConfig;
-use crate::nn::{join, Conv1d, ConvSpec, LayerNorm, Linear};
+use crate::nn::{join, load_layer_norm, load_linear, Conv1d, ConvSpec, LayerNorm, Linear};
 use crate::{Error, Result};
 
 /// Width of the sinusoidal timestep features.
@@ -36,7 +36,7 @@ impl TimestepEmbedder {
             .f_to_kind(t.kind())?;
         let args = t.f_mul_scalar(1000)?.f_unsqueeze(1)?.f_mul(&freqs.f_unsqueeze(0)?)?;
         let features = Tensor::f_cat(&[args.f_cos()?, args.f_sin()?], -1)?;
-        self.l2.forward(&self.l1.forward(&features)?.f_silu()?)
+        Ok(self.l2.forward(&self.l1.forward(&features)?.f_silu()?)?)
     }
 }
 
@@ -58,12 +58,12 @@ impl Attention {
         let (dim, inner) = (c.hidden_size, c.num_heads * c.head_dim);
         let p = |n: &str| join(prefix, n);
         Ok(Self {
-            q: Linear::load(sd, &p("to_q"), dim, inner, true)?,
-            k: Linear::load(sd, &p("to_k"), dim, inner, true)?,
-            v: Linear::load(sd, &p("to_v"), dim, inner, true)?,
-            q_norm: LayerNorm::load(sd, &p("q_norm"), c.head_dim, 1e-5)?,
-            k_norm: LayerNorm::load(sd, &p("k_norm"), c.head_dim, 1e-5)?,
-            proj: Linear::load(sd, &p("proj"), inner, dim, true)?,
+            q: load_linear(sd, &p("to_q"), dim, inner, true)?,
+            k: load_linear(sd, &p("to_k"), dim, inner, true)?,
+            v: load_linear(sd, &p("to_v"), dim, inner, true)?,
+            q_norm: load_layer_norm(sd, &p("q_norm"), c.head_dim, 1e-5)?,
+            k_norm: load_layer_norm(sd, &p("k_norm"), c.head_dim, 1e-5)?,
+            proj: load_linear(sd, &p("proj"), inner, dim, true)?,
             heads: c.num_heads,
             head_dim: c.head_dim,
         })
@@ -155,7 +155,7 @@ impl ConvBlock {
         };
         Ok(Self {
             conv1: conv(sd, 1)?,
-            norm: LayerNorm::load(sd, &join(prefix, "block.3"), c, 1e-5)?,
+            norm: load_layer_norm(sd, &join(prefix, "block.3"), c, 1e-5)?,
             conv2: conv(sd, 6)?,
             channels: c,
         })
@@ -267,10 +267,10 @@ impl Block {
         Ok(Self {
             norm: LayerNorm::plain(h, 1e-6),
             attn: Attention::load(sd, &p("attn"), c)?,
-            fc1: Linear::load(sd, &p("mlp.fc1"), h, mlp, true)?,
-            fc2: Linear::load(sd, &p("mlp.fc2"), mlp, h, true)?,
+            fc1: load_linear(sd, &p("mlp.fc1"), h, mlp, true)?,
+            fc2: load_linear(sd, &p("mlp.fc2"), mlp, h, true)?,
             conv: ConvBlock::load(sd, &p("conv"), h)?,
-            ada: Linear::load(sd, &p("adaLN_modulation.1"), h, 9 * h, true)?,
+            ada: load_linear(sd, &p("adaLN_modulation.1"), h, 9 * h, true)?,
         })
     }
 
@@ -331,14 +331,14 @@ impl Dit {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             t_embedder: TimestepEmbedder {
-                l1: Linear::load(sd, &p("t_embedder.mlp.0"), FREQ_DIM, h, true)?,
-                l2: Linear::load(sd, &p("t_embedder.mlp.2"), h, h, true)?,
+                l1: load_linear(sd, &p("t_embedder.mlp.0"), FREQ_DIM, h, true)?,
+                l2: load_linear(sd, &p("t_embedder.mlp.2"), h, h, true)?,
             },
-            in_proj: Linear::load(sd, &p("in_proj"), c.in_channels, h, true)?,
+            in_proj: load_linear(sd, &p("in_proj"), c.in_channels, h, true)?,
             blocks,
-            final_ada: Linear::load(sd, &p("final_layer.adaLN_modulation.1"), h, 2 * h, true)?,
+            final_ada: load_linear(sd, &p("final_layer.adaLN_modulation.1"), h, 2 * h, true)?,
             final_norm: LayerNorm::plain(h, 1e-6),
-            final_linear: Linear::load(sd, &p("final_layer.linear"), h, c.out_channels, true)?,
+            final_linear: load_linear(sd, &p("final_layer.linear"), h, c.out_channels, true)?,
         })
     }
 
@@ -361,7 +361,7 @@ impl Dit {
         let frames = x.size()[2];
         let spks = spks.f_unsqueeze(2)?.f_expand([-1, -1, frames], false)?;
         let h = Tensor::f_cat(&[x, mu, &spks, cond], 1)?.f_transpose(1, 2)?;
-        self.in_proj.forward(&h)
+        Ok(self.in_proj.forward(&h)?)
     }
 
     fn finish(&self, x: &Tensor, time: &TimeConditioning) -> Result<Tensor> {

@@ -15,7 +15,9 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::StateDict;
 use crate::config::EncoderConfig;
-use crate::nn::{join, leaky_relu, Conv1d, ConvSpec, LayerNorm, Linear};
+use crate::nn::{
+    join, leaky_relu, load_layer_norm, load_linear, Conv1d, ConvSpec, LayerNorm, Linear,
+};
 use crate::Result;
 
 /// ESPnet's relative positional encoding for `size` positions: `[1, 2·size − 1, d]`, rows for
@@ -46,8 +48,8 @@ struct Embed {
 impl Embed {
     fn load(sd: &mut StateDict, prefix: &str, inp: i64, d: i64) -> Result<Self> {
         Ok(Self {
-            linear: Linear::load(sd, &join(prefix, "out.0"), inp, d, true)?,
-            norm: LayerNorm::load(sd, &join(prefix, "out.1"), d, 1e-5)?,
+            linear: load_linear(sd, &join(prefix, "out.0"), inp, d, true)?,
+            norm: load_layer_norm(sd, &join(prefix, "out.1"), d, 1e-5)?,
             xscale: (d as f64).sqrt(),
         })
     }
@@ -75,11 +77,11 @@ impl RelAttention {
     fn load(sd: &mut StateDict, prefix: &str, d: i64, heads: i64, key_bias: bool) -> Result<Self> {
         let d_k = d / heads;
         Ok(Self {
-            q: Linear::load(sd, &join(prefix, "linear_q"), d, d, true)?,
-            k: Linear::load(sd, &join(prefix, "linear_k"), d, d, key_bias)?,
-            v: Linear::load(sd, &join(prefix, "linear_v"), d, d, true)?,
-            out: Linear::load(sd, &join(prefix, "linear_out"), d, d, true)?,
-            pos: Linear::load(sd, &join(prefix, "linear_pos"), d, d, false)?,
+            q: load_linear(sd, &join(prefix, "linear_q"), d, d, true)?,
+            k: load_linear(sd, &join(prefix, "linear_k"), d, d, key_bias)?,
+            v: load_linear(sd, &join(prefix, "linear_v"), d, d, true)?,
+            out: load_linear(sd, &join(prefix, "linear_out"), d, d, true)?,
+            pos: load_linear(sd, &join(prefix, "linear_pos"), d, d, false)?,
             bias_u: sd.take(&join(prefix, "pos_bias_u"), &[heads, d_k])?,
             bias_v: sd.take(&join(prefix, "pos_bias_v"), &[heads, d_k])?,
             heads,
@@ -156,10 +158,10 @@ impl ConformerLayer {
                 c.attention_heads,
                 c.key_bias,
             )?,
-            norm_mha: LayerNorm::load(sd, &join(prefix, "norm_mha"), d, 1e-12)?,
-            norm_ff: LayerNorm::load(sd, &join(prefix, "norm_ff"), d, 1e-12)?,
-            w1: Linear::load(sd, &join(prefix, "feed_forward.w_1"), d, c.linear_units, true)?,
-            w2: Linear::load(sd, &join(prefix, "feed_forward.w_2"), c.linear_units, d, true)?,
+            norm_mha: load_layer_norm(sd, &join(prefix, "norm_mha"), d, 1e-12)?,
+            norm_ff: load_layer_norm(sd, &join(prefix, "norm_ff"), d, 1e-12)?,
+            w1: load_linear(sd, &join(prefix, "feed_forward.w_1"), d, c.linear_units, true)?,
+            w2: load_linear(sd, &join(prefix, "feed_forward.w_2"), c.linear_units, d, true)?,
         })
     }
 
@@ -310,7 +312,7 @@ impl UpsampleEncoder {
             up,
             up_embed: Embed::load(sd, &p("up_embed"), c.input_size, d)?,
             up_encoders,
-            after_norm: LayerNorm::load(sd, &p("after_norm"), d, 1e-5)?,
+            after_norm: load_layer_norm(sd, &p("after_norm"), d, 1e-5)?,
             d,
         })
     }
@@ -348,7 +350,7 @@ impl UpsampleEncoder {
         for layer in &self.up_encoders {
             x = layer.forward(&x, &pos, None)?.0;
         }
-        self.after_norm.forward(&x)
+        Ok(self.after_norm.forward(&x)?)
     }
 
     /// Streaming (upstream `forward_chunk`): `xs` `[1, t, d_in]` embedded tokens including

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::StateDict;
 use crate::config::FlowConfig;
-use crate::nn::Linear;
+use crate::nn::{load_linear, Linear};
 use crate::noise::{standard_normal_at, FLOW_NOISE_FRAMES, FLOW_NOISE_SEED};
 use crate::{Error, Result};
 
@@ -130,10 +130,10 @@ impl Flow {
         let c = &config;
         let embedding = sd.take("input_embedding.weight", &[c.vocab_size, c.input_size])?;
         let spk_affine =
-            Linear::load(sd, "spk_embed_affine_layer", c.spk_embed_dim, c.output_size, true)?;
+            load_linear(sd, "spk_embed_affine_layer", c.spk_embed_dim, c.output_size, true)?;
         let encoder = UpsampleEncoder::load(sd, "encoder", &c.encoder)?;
         let encoder_proj =
-            Linear::load(sd, "encoder_proj", encoder.output_size(), c.output_size, true)?;
+            load_linear(sd, "encoder_proj", encoder.output_size(), c.output_size, true)?;
         let estimator = Dit::load(sd, "decoder.estimator", &c.decoder.estimator)?;
         let mut flow = Self {
             config,
@@ -211,7 +211,7 @@ impl Flow {
         }
         let spk = spk.f_to_kind(Kind::Float)?.f_to_device(self.device)?;
         let norm = spk.f_norm_scalaropt_dim(2, [1], true)?.f_clamp_min(1e-12)?;
-        self.spk_affine.forward(&spk.f_div(&norm)?)
+        Ok(self.spk_affine.forward(&spk.f_div(&norm)?)?)
     }
 
     fn noise_slice(&self, offset: i64, frames: i64) -> Result<Tensor> {

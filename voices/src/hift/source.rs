@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 
 use crate::checkpoint::StateDict;
 use crate::config::HiftConfig;
-use crate::nn::{join, Conv1d, ConvSpec, Linear};
+use crate::nn::{join, load_linear, Conv1d, ConvSpec, Linear};
 use crate::{Error, Result};
 
 /// Where the NSF source's random numbers come from.
@@ -77,7 +77,7 @@ impl F0Predictor {
                 Conv1d::load(sd, &name, ConvSpec::new(inp, cond, 3).padding(1), true)
             })
             .collect::<Result<Vec<_>>>()?;
-        let classifier = Linear::load(sd, &join(prefix, "classifier"), cond, 1, true)?;
+        let classifier = load_linear(sd, &join(prefix, "classifier"), cond, 1, true)?;
         Ok(Self { convs, classifier })
     }
 
@@ -108,7 +108,7 @@ impl SourceModule {
     pub(crate) fn load(sd: &mut StateDict, prefix: &str, c: &HiftConfig) -> Result<Self> {
         let harmonics = c.nb_harmonics + 1;
         Ok(Self {
-            linear: Linear::load(sd, &join(prefix, "l_linear"), harmonics, 1, true)?,
+            linear: load_linear(sd, &join(prefix, "l_linear"), harmonics, 1, true)?,
             harmonics,
             sampling_rate: c.sampling_rate as f64,
             upsample_scale: c.samples_per_frame(),
