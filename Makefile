@@ -19,10 +19,15 @@ export VOXLOOP_MINILM_DIR
 ORT_DYLIB_PATH := $(shell scripts/onnxruntime.sh || echo FAILED)
 export ORT_DYLIB_PATH
 
+# The official Python clients the front-door tests drive voxloop with (PyPI `mcp`), installed
+# with pip into the cache (scripts/pyclients.sh: idempotent, honours $VOXLOOP_PYCLIENTS).
+VOXLOOP_PYCLIENTS := $(shell scripts/pyclients.sh || echo FAILED)
+export VOXLOOP_PYCLIENTS
+
 ARGS ?=
 
 .PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
-  check-onnxruntime
+  check-onnxruntime check-pyclients
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -35,6 +40,10 @@ check-minilm:
 check-onnxruntime:
 	@if [[ "$(ORT_DYLIB_PATH)" == FAILED || -z "$(ORT_DYLIB_PATH)" ]]; then \
 	  echo "error: could not prepare ONNX Runtime (see scripts/onnxruntime.sh output above)" >&2; exit 1; fi
+
+check-pyclients:
+	@if [[ "$(VOXLOOP_PYCLIENTS)" == FAILED || -z "$(VOXLOOP_PYCLIENTS)" ]]; then \
+	  echo "error: could not install the Python clients (see scripts/pyclients.sh output above)" >&2; exit 1; fi
 
 run: check-libtorch check-minilm check-onnxruntime
 	scripts/sample_library.sh data/samples
@@ -52,7 +61,7 @@ clippy: check-libtorch
 	@# The Qdrant server backend is off by default; compile and lint it too.
 	$(CARGO) clippy -p voxloop-retrieval --all-targets --features qdrant-server -- -D warnings
 
-unit: check-libtorch check-minilm check-onnxruntime
+unit: check-libtorch check-minilm check-onnxruntime check-pyclients
 	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.

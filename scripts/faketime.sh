@@ -29,11 +29,8 @@ for system in /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 \
   fi
 done
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${VOXLOOP_CACHE:-$root/.cache}
-python=${PYTHON:-python3}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+# shellcheck source=scripts/cache.sh
+source "$(dirname "$0")/cache.sh"
 dest="$cache/libfaketime-$PACKAGE_VERSION"
 if [[ -f "$dest/libfaketime.so.1" ]]; then
   echo "$dest/libfaketime.so.1"

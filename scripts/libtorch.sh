@@ -23,12 +23,9 @@ if [[ -n "${LIBTORCH:-}" ]]; then
   exit 0
 fi
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${VOXLOOP_CACHE:-$root/.cache}
+# shellcheck source=scripts/cache.sh
+source "$(dirname "$0")/cache.sh"
 variant=${VOXLOOP_TORCH:-cpu}
-python=${PYTHON:-python3}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
 
 say() { echo "libtorch.sh: $*" >&2; }
 

@@ -30,11 +30,8 @@ if [[ -n "${VOXLOOP_MINILM_DIR:-}" ]]; then
   exit 0
 fi
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${VOXLOOP_CACHE:-$root/.cache}
-python=${PYTHON:-python3}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+# shellcheck source=scripts/cache.sh
+source "$(dirname "$0")/cache.sh"
 dest="$cache/models/all-minilm-l6-v2"
 
 if [[ -f "$dest/.complete" ]] && check_dir "$dest"; then

@@ -22,11 +22,8 @@ if [[ -n "${ORT_DYLIB_PATH:-}" ]]; then
   exit 0
 fi
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-cache=${VOXLOOP_CACHE:-$root/.cache}
-python=${PYTHON:-python3}
-mkdir -p "$cache"
-cache=$(cd "$cache" && pwd)
+# shellcheck source=scripts/cache.sh
+source "$(dirname "$0")/cache.sh"
 dest="$cache/onnxruntime-$ORT_VERSION"
 lib="$dest/libonnxruntime.so.$ORT_VERSION"
 

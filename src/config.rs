@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use voxloop_core::DeviceSpec;
 
+pub mod mcp;
 mod telemetry;
 
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
@@ -38,6 +39,8 @@ pub struct Config {
     pub voice: VoiceSection,
     /// Traces exported over OTLP (`[telemetry]`); off unless an endpoint is set.
     pub telemetry: TelemetryConfig,
+    /// The tools as an MCP server (`[mcp]`): `voxloop mcp` and `/mcp`.
+    pub mcp: mcp::McpConfig,
 }
 
 /// `[server]`
@@ -217,6 +220,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate_agent()?;
+        config.mcp.validate()?;
         Ok(config)
     }
 
@@ -270,6 +274,7 @@ impl Config {
             self.log.filter = filter;
         }
         self.telemetry.apply_env(&env)?;
+        self.mcp.apply_env(&env);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod mcp;
 mod runtime;
 mod telemetry;
 
@@ -38,6 +39,10 @@ enum Command {
     },
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
+    /// Serve the tools (audio_search over the index in the data dir, web search, date and
+    /// time, weather; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
+    /// and other agents. Logs go to stderr.
+    Mcp,
     /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
     Generate(Box<cli::generate::GenerateArgs>),
     /// Manage the audio index (timbres and sound clips): add, rm, stats.
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
             run_serve(config)
         }
         Command::Config => print_config(&config),
+        Command::Mcp => run_mcp(&config),
         Command::Generate(args) => cli::generate::run(*args, &config),
         Command::Index(args) => cli::index::run_index(&config, args),
         Command::Search(args) => cli::index::run_search(&config, args),
@@ -133,6 +139,13 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
     let agent = runtime::setup::load(&config, index.clone())?.map(std::sync::Arc::new);
+    // /mcp offers the tools that need no session (no timbre_rag, no approvals to ask for).
+    let mcp = if config.mcp.http {
+        let tools = runtime::setup::build_tools(&config, index.as_ref(), None, None)?;
+        Some(mcp::router(std::sync::Arc::new(tools), &config.mcp))
+    } else {
+        None
+    };
     let tool_schemas = match &agent {
         Some(rt) => rt.agent.tools().tool_json_schemas()?,
         None => {
@@ -149,10 +162,19 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        http::server::serve(listener, &config, index, tool_schemas, agent).await
+        http::server::serve(listener, &config, index, tool_schemas, agent, mcp).await
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn run_mcp(config: &Config) -> anyhow::Result<()> {
+    let _telemetry = init_logging(config)?;
+    let index = cli::index::open_existing(config)?.map(std::sync::Arc::new);
+    let tools = runtime::setup::build_tools(config, index.as_ref(), None, None)?;
+    tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "MCP server on stdio");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), &config.mcp))
 }
 
 fn print_config(config: &Config) -> anyhow::Result<()> {

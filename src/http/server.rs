@@ -92,12 +92,13 @@ fn health(
 
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
 /// model is told of), `/v1/audio/search` (see [`audio`]) and the session endpoints (see
-/// [`sessions`]).
+/// [`sessions`]), and `/mcp` when given (see `crate::mcp`).
 pub fn router(
     config: &Config,
     index: Option<Arc<AudioIndex>>,
     tool_schemas: String,
     agent: Option<Arc<AgentRuntime>>,
+    mcp: Option<Router>,
 ) -> Router {
     let config = Arc::new(config.clone());
     let (health_index, health_agent) = (index.clone(), agent.clone());
@@ -117,6 +118,7 @@ pub fn router(
         .route("/v1/audio/search", get(audio::search))
         .with_state(index)
         .merge(sessions::router(agent))
+        .merge(mcp.unwrap_or_default())
 }
 
 /// Binds the listener, turning "address in use" and friends into one clear sentence.
@@ -145,6 +147,7 @@ pub async fn serve(
     index: Option<Arc<AudioIndex>>,
     tool_schemas: String,
     agent: Option<Arc<AgentRuntime>>,
+    mcp: Option<Router>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())
@@ -162,7 +165,7 @@ pub async fn serve(
             approvals.withdraw_all();
         }
     };
-    axum::serve(listener, router(config, index, tool_schemas, agent))
+    axum::serve(listener, router(config, index, tool_schemas, agent, mcp))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The official Python clients the front-door tests drive voxloop with (PyPI `mcp`, the MCP
+# Python SDK), installed with pip into the git-ignored cache; prints the directory to put on
+# PYTHONPATH.
+#
+#   scripts/pyclients.sh        # install once (idempotent), print the directory
+#
+# Honours $VOXLOOP_PYCLIENTS (an existing directory is used as is), $VOXLOOP_CACHE (default
+# ./.cache) and $PYTHON (default python3). `pip install --target` needs no venv module.
+set -euo pipefail
+
+# Bump together with the pins: a new list installs into a new directory.
+PACKAGES=("mcp==2.3.0")
+STAMP=mcp2.3.0
+
+if [[ -n "${VOXLOOP_PYCLIENTS:-}" ]]; then
+  echo "$VOXLOOP_PYCLIENTS"
+  exit 0
+fi
+
+# shellcheck source=scripts/cache.sh
+source "$(dirname "$0")/cache.sh"
+dest="$cache/pyclients-$STAMP"
+
+if [[ -f "$dest/.complete" ]]; then
+  echo "$dest"
+  exit 0
+fi
+
+echo "pyclients.sh: installing ${PACKAGES[*]} into $dest" >&2
+rm -rf "$dest.partial"
+"$python" -m pip install --quiet --disable-pip-version-check --no-compile \
+  --target "$dest.partial" "${PACKAGES[@]}" >&2
+rm -rf "$dest"
+mv "$dest.partial" "$dest"
+touch "$dest/.complete"
+echo "$dest"

@@ -1,0 +1,206 @@
+//! voxloop's tools as a Model Context Protocol server, on the official Rust SDK (`rmcp`):
+//! `voxloop mcp` speaks it on stdin/stdout (Claude Desktop, IDEs, other agents start it as a
+//! child process) and the service answers it at `/mcp` (streamable HTTP).
+//!
+//! The tools are the same registry the agent gets (`runtime::setup::build_tools`): their
+//! JSON schemas are the MCP input schemas, and each call runs through its `[agent.policies]`
+//! stack (timeouts, retries, output caps). Tools whose calls need a person's approval are
+//! refused, as there is no session to ask in. Every failure of a call (unknown tool,
+//! arguments that do not fit the schema, a tool error, the client's rate limit) is a result
+//! with `isError: true` and a sentence the caller can act on, as the MCP specification asks
+//! for tool errors; protocol errors stay for malformed requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::ErrorData as McpError;
+use voxloop_core::tool::{ToolCall, ToolDefinition, ToolRegistry};
+use voxloop_policies::TokenBucket;
+
+use crate::config::mcp::McpConfig;
+
+/// One client's view of the tools: the shared registry and the client's own rate limit.
+#[derive(Debug, Clone)]
+pub struct ToolServer {
+    tools: Arc<ToolRegistry>,
+    calls: Arc<TokenBucket>,
+}
+
+impl ToolServer {
+    /// A server for one client, allowed `calls_per_minute` calls a minute (bursts as large).
+    pub fn new(tools: Arc<ToolRegistry>, calls_per_minute: u32) -> Self {
+        let per_second = f64::from(calls_per_minute.max(1)) / 60.0;
+        // No waiting: a call over the limit is refused at once, so a client learns of it.
+        let calls = Arc::new(TokenBucket::new(per_second, calls_per_minute, Duration::ZERO));
+        Self { tools, calls }
+    }
+
+    /// The registry's tools as MCP tools.
+    pub fn tool_list(&self) -> Vec<Tool> {
+        self.tools.definitions().into_iter().map(mcp_tool).collect()
+    }
+
+    /// Runs one call through the registry; every failure is an error result.
+    pub async fn call(&self, name: &str, arguments: Option<JsonObject>) -> CallToolResult {
+        if self.calls.reserve().is_err() {
+            return error_result(format!(
+                "rate limit: too many tool calls from this client; try `{name}` again later"
+            ));
+        }
+        if !self.tools.contains(name) {
+            let known: Vec<&str> = self.tools.names().collect();
+            return error_result(format!(
+                "no tool named `{name}`; the tools are: {}",
+                known.join(", ")
+            ));
+        }
+        let arguments = serde_json::Value::Object(arguments.unwrap_or_default());
+        let result = self.tools.call(ToolCall::new(name, arguments)).await;
+        match result.outcome {
+            Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+            Err(err) => error_result(err.to_string()),
+        }
+    }
+}
+
+fn error_result(message: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+/// A tool definition as MCP lists it. A schema that is not an object (which no registered
+/// tool has) becomes an empty-object schema rather than an invalid listing.
+fn mcp_tool(definition: ToolDefinition) -> Tool {
+    let schema = match definition.parameters {
+        serde_json::Value::Object(map) => map,
+        _ => {
+            let mut map = JsonObject::new();
+            map.insert("type".into(), "object".into());
+            map
+        }
+    };
+    Tool::new(definition.name, definition.description, Arc::new(schema))
+}
+
+impl ServerHandler for ToolServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("voxloop", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "voxloop's tools: audio retrieval over the local index (audio_search), web \
+                 search, date and time, weather. Each call is rate-limited per client.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tool_list()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        Ok(self.call(&request.name, request.arguments).await.into())
+    }
+}
+
+/// Serves `tools` on stdin/stdout until the client closes them.
+pub async fn serve_stdio(tools: Arc<ToolRegistry>, config: &McpConfig) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let server = ToolServer::new(tools, config.calls_per_minute)
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
+    server.waiting().await.map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
+    Ok(())
+}
+
+/// `/mcp`: streamable HTTP, one [`ToolServer`] (so one rate limit) per MCP session, behind
+/// the bearer token when one is configured.
+pub fn router(tools: Arc<ToolRegistry>, config: &McpConfig) -> Router {
+    let calls_per_minute = config.calls_per_minute;
+    let service: StreamableHttpService<ToolServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(ToolServer::new(Arc::clone(&tools), calls_per_minute)),
+            Arc::default(),
+            StreamableHttpServerConfig::default().with_allowed_hosts(config.allowed_hosts.clone()),
+        );
+    let router = Router::new().nest_service("/mcp", service);
+    match &config.bearer_token {
+        Some(token) => router.layer(middleware::from_fn_with_state(
+            Arc::<str>::from(token.as_str()),
+            require_bearer,
+        )),
+        None => router,
+    }
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>`.
+async fn require_bearer(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "the MCP endpoint needs `Authorization: Bearer <token>` ([mcp] bearer_token)\n",
+    )
+        .into_response()
+}
+
+/// Compares in time independent of where the first difference is, so response times do not
+/// reveal how much of a guessed token was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same_secret(b"t0ken", b"t0ken"));
+        assert!(!same_secret(b"t0kex", b"t0ken"));
+        assert!(!same_secret(b"t0ke", b"t0ken"));
+        assert!(!same_secret(b"", b"t0ken"));
+    }
+
+    #[test]
+    fn a_schema_that_is_not_an_object_is_listed_as_an_empty_object() {
+        let definition = ToolDefinition {
+            name: "odd".into(),
+            description: "a tool with a non-object schema".into(),
+            parameters: serde_json::json!(true),
+        };
+        let tool = mcp_tool(definition);
+        assert_eq!(tool.name, "odd");
+        assert_eq!(
+            serde_json::Value::Object((*tool.input_schema).clone()),
+            serde_json::json!({"type": "object"})
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! voxloop's tools as an MCP server, driven by the official MCP Python SDK client
+//! (`tests/mcp/client.py`, PyPI `mcp` installed by `scripts/pyclients.sh` into the cache;
+//! the Makefile exports its directory as `VOXLOOP_PYCLIENTS`): `voxloop mcp` over stdio and the
+//! service's `/mcp` over streamable HTTP, on the sample library indexed with MiniLM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the `mcp` package, or `None` (the test is skipped) where it was not
+/// installed; under `VOXLOOP_REQUIRE_MODELS=1` (`make test`) its absence is a failure.
+fn python_clients() -> Option<PathBuf> {
+    match std::env::var_os("VOXLOOP_PYCLIENTS") {
+        Some(dir) if Path::new(&dir).join("mcp").is_dir() => Some(PathBuf::from(dir)),
+        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
+            panic!("VOXLOOP_PYCLIENTS is not a directory with the `mcp` package (scripts/pyclients.sh)")
+        }
+        _ => {
+            eprintln!("VOXLOOP_PYCLIENTS unset: the MCP client tests are skipped");
+            None
+        }
+    }
+}
+
+/// A data dir whose audio index holds the sample library (`make run`'s), and a config file
+/// with `extra` appended; web search is off so that no call leaves the machine.
+fn data_dir(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let samples = tmp.path().join("samples");
+    let out = Command::new(root().join("scripts/sample_library.sh")).arg(&samples).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("voxloop.toml");
+    let text = format!(
+        "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n{extra}",
+        data.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = voxloop(&config).args(["index", "add"]).arg(&samples).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (tmp, config)
+}
+
+fn voxloop(config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
+    cmd.env_remove("VOXLOOP_DATA_DIR")
+        .env_remove("VOXLOOP_MODEL_DIR")
+        .env_remove("VOXLOOP_MCP_TOKEN")
+        .env("VOXLOOP_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("--config")
+        .arg(config);
+    cmd
+}
+
+/// Runs the Python client: `mode` `stdio` (target: the voxloop binary, started with the
+/// environment given) or `http` (target: the URL); returns its JSON report.
+fn client(pyclients: &Path, args: &[&str], calls: &Value, envs: &[(&str, &Path)]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let calls_path = dir.path().join("calls.json");
+    std::fs::write(&calls_path, calls.to_string()).unwrap();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("tests/mcp/client.py"))
+        .args(&args[..2])
+        .arg(&calls_path)
+        .args(&args[2..])
+        .env("PYTHONPATH", pyclients)
+        .env_remove("VOXLOOP_DATA_DIR")
+        .env_remove("VOXLOOP_MODEL_DIR");
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn tool<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let tools = report["tools"].as_array().unwrap();
+    tools.iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no {name}: {report}"))
+}
+
+#[test]
+fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
+    let Some(pyclients) = python_clients() else { return };
+    let (_tmp, config) = data_dir("");
+    let calls = json!([
+        {"name": "audio_search", "arguments": {"query": "a single struck bell", "limit": 3}},
+        {"name": "audio_search", "arguments": {"query": 5}},
+        {"name": "no_such_tool", "arguments": {}},
+        {"name": "get_date_time", "arguments": {}},
+    ]);
+    let binary = env!("CARGO_BIN_EXE_voxloop");
+    let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
+    assert_eq!(report["server"], "voxloop");
+
+    let search = tool(&report, "audio_search");
+    assert_eq!(search["inputSchema"]["type"], "object", "{search}");
+    assert!(search["inputSchema"]["properties"]["query"].is_object(), "{search}");
+    assert_eq!(search["inputSchema"]["required"], json!(["query"]), "{search}");
+    assert!(!search["description"].as_str().unwrap().is_empty());
+    tool(&report, "get_date_time");
+    let names: Vec<&str> =
+        report["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(!names.contains(&"web_search"), "disabled tools are not offered: {names:?}");
+
+    let results = report["calls"].as_array().unwrap();
+    assert_eq!(results[0]["isError"], false, "{}", results[0]);
+    assert!(results[0]["text"].as_str().unwrap().contains("bell_strike"), "{}", results[0]);
+    assert_eq!(results[1]["isError"], true, "{}", results[1]);
+    assert!(results[1]["text"].as_str().unwrap().contains("query"), "names the bad field");
+    assert_eq!(results[2]["isError"], true, "{}", results[2]);
+    let unknown = results[2]["text"].as_str().unwrap();
+    assert!(unknown.contains("no tool named `no_such_tool`") && unknown.contains("audio_search"));
+    assert_eq!(results[3]["isError"], false, "{}", results[3]);
+}
+
+#[test]
+fn a_client_over_its_rate_limit_gets_an_error_result() {
+    let Some(pyclients) = python_clients() else { return };
+    // One call a minute: the second of two calls in a row is over the limit.
+    let (_tmp, config) = data_dir("[mcp]\ncalls_per_minute = 1\n");
+    let calls = json!([
+        {"name": "get_date_time", "arguments": {}},
+        {"name": "get_date_time", "arguments": {}},
+    ]);
+    let binary = env!("CARGO_BIN_EXE_voxloop");
+    let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
+    let results = report["calls"].as_array().unwrap();
+    assert_eq!(results[0]["isError"], false, "{}", results[0]);
+    assert_eq!(results[1]["isError"], true, "{}", results[1]);
+    assert!(results[1]["text"].as_str().unwrap().contains("rate limit"), "{}", results[1]);
+}
+
+#[test]
+fn the_service_answers_mcp_over_http_behind_its_bearer_token() {
+    let Some(pyclients) = python_clients() else { return };
+    let (_tmp, config) = data_dir("[mcp]\nbearer_token = \"t0ken\"\n");
+    let (child, addr) = support::start_server(voxloop(&config));
+    let _server = support::Server { child, addr, _dir: None };
+
+    let (status, body) = support::http_post(addr, "/mcp", "{}");
+    assert_eq!(status, 401, "no token: {body}");
+    assert!(body.contains("bearer_token"), "{body}");
+
+    let url = format!("http://{addr}/mcp");
+    let calls = json!([{"name": "audio_search", "arguments": {"query": "a single struck bell"}}]);
+    let report = client(&pyclients, &["http", &url, "t0ken"], &calls, &[]);
+    let results = report["calls"].as_array().unwrap();
+    assert_eq!(results[0]["isError"], false, "{}", results[0]);
+    assert!(results[0]["text"].as_str().unwrap().contains("bell_strike"), "{}", results[0]);
+
+    // The schema MCP lists is the one the model is told of (/v1/tools).
+    let (status, body) = support::http_request(addr, "GET", "/v1/tools", None);
+    assert_eq!(status, 200, "{body}");
+    let tools = support::json_body(&body);
+    let declared =
+        tools.as_array().unwrap().iter().find(|t| t["function"]["name"] == "audio_search").unwrap();
+    assert_eq!(tool(&report, "audio_search")["inputSchema"], declared["function"]["parameters"]);
+}
