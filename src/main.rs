@@ -40,7 +40,7 @@ enum Command {
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
     /// Serve the tools (audio_search over the index in the data dir, web search, date and
-    /// time, weather; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
+    /// time, weather, voice_list over the voice library; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
     /// and other agents. Logs go to stderr.
     Mcp,
     /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
@@ -139,9 +139,8 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
     let agent = runtime::setup::load(&config, index.clone())?.map(std::sync::Arc::new);
-    // /mcp offers the tools that need no session (no timbre_rag, no approvals to ask for).
     let mcp = if config.mcp.http {
-        let tools = runtime::setup::build_tools(&config, index.as_ref(), None, None)?;
+        let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
         Some(mcp::router(std::sync::Arc::new(tools), &config.mcp))
     } else {
         None
@@ -171,7 +170,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
 fn run_mcp(config: &Config) -> anyhow::Result<()> {
     let _telemetry = init_logging(config)?;
     let index = cli::index::open_existing(config)?.map(std::sync::Arc::new);
-    let tools = runtime::setup::build_tools(config, index.as_ref(), None, None)?;
+    let tools = runtime::setup::build_mcp_tools(config, index.as_ref())?;
     tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "MCP server on stdio");
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), &config.mcp))

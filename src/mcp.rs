@@ -2,9 +2,9 @@
 //! `voxloop mcp` speaks it on stdin/stdout (Claude Desktop, IDEs, other agents start it as a
 //! child process) and the service answers it at `/mcp` (streamable HTTP).
 //!
-//! The tools are the same registry the agent gets (`runtime::setup::build_tools`): their
-//! JSON schemas are the MCP input schemas, and each call runs through its `[agent.policies]`
-//! stack (timeouts, retries, output caps). Tools whose calls need a person's approval are
+//! The tools are the agent's built-ins that need no session, plus `voice_list`
+//! (`runtime::setup::build_mcp_tools`): their JSON schemas are the MCP input schemas, and each
+//! call runs through its `[agent.policies]` stack (timeouts, retries, output caps). Tools whose calls need a person's approval are
 //! refused, as there is no session to ask in. Every failure of a call (unknown tool,
 //! arguments that do not fit the schema, a tool error, the client's rate limit) is a result
 //! with `isError: true` and a sentence the caller can act on, as the MCP specification asks
@@ -100,7 +100,7 @@ impl ServerHandler for ToolServer {
             .with_server_info(Implementation::new("voxloop", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "voxloop's tools: audio retrieval over the local index (audio_search), web \
-                 search, date and time, weather. Each call is rate-limited per client.",
+                 search, date and time, weather, the voice library (voice_list). Each call is rate-limited per client.",
             )
     }
 

@@ -30,8 +30,9 @@ fn python_clients() -> Option<PathBuf> {
     }
 }
 
-/// A data dir whose audio index holds the sample library (`make run`'s), and a config file
-/// with `extra` appended; web search is off so that no call leaves the machine.
+/// A data dir whose audio index holds the sample library (`make run`'s) and whose voice
+/// library holds the token2wav fixture's voice (`fixture`), and a config file with `extra`
+/// appended; web search is off so that no call leaves the machine.
 fn data_dir(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let samples = tmp.path().join("samples");
@@ -39,6 +40,7 @@ fn data_dir(extra: &str) -> (tempfile::TempDir, PathBuf) {
     let out = out.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let data = tmp.path().join("data");
+    support::fixture_voice(&data.join("voices"));
     let config = tmp.path().join("voxloop.toml");
     let text = format!(
         "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n{extra}",
@@ -104,6 +106,7 @@ fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
         {"name": "audio_search", "arguments": {"query": 5}},
         {"name": "no_such_tool", "arguments": {}},
         {"name": "get_date_time", "arguments": {}},
+        {"name": "voice_list", "arguments": {}},
     ]);
     let binary = env!("CARGO_BIN_EXE_voxloop");
     let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
@@ -128,6 +131,10 @@ fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
     let unknown = results[2]["text"].as_str().unwrap();
     assert!(unknown.contains("no tool named `no_such_tool`") && unknown.contains("audio_search"));
     assert_eq!(results[3]["isError"], false, "{}", results[3]);
+    // The voice library, as JSON the caller can read names from.
+    assert_eq!(results[4]["isError"], false, "{}", results[4]);
+    let voices: Value = serde_json::from_str(results[4]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(voices[0]["name"], "fixture", "{voices}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use voxloop_core::session::SessionSettings;
 use voxloop_core::tool::{Tool, ToolRegistry};
 use voxloop_policies::{Approver, Policies, TurnApprover};
 use voxloop_retrieval::AudioIndex;
-use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, WeatherTool, WebSearch};
+use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
 use voxloop_voices::{Token2Wav, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
 use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
@@ -102,6 +102,25 @@ pub fn build_tools(
     }
     if let Some(timbre) = timbre.filter(|_| on(TimbreRag::NAME)) {
         registry.register_with(timbre, policies.layers())?;
+    }
+    Ok(registry)
+}
+
+/// The tools `voxloop mcp` and `/mcp` offer: those of [`build_tools`] that need no session
+/// (no `timbre_rag`, no approver: tools that need approval are refused), and `voice_list`
+/// when the voice library exists and the policies allow it.
+pub fn build_mcp_tools(
+    config: &Config,
+    index: Option<&Arc<AudioIndex>>,
+) -> anyhow::Result<ToolRegistry> {
+    let mut registry = build_tools(config, index, None, None)?;
+    let policies = Policies::new(config.agent.policies.clone())
+        .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
+    let (voices_dir, _) = config.voices_dir();
+    if voices_dir.is_dir() && policies.enabled(VoiceList::NAME) {
+        let library = VoiceLibrary::open(&voices_dir)
+            .with_context(|| format!("[voice] dir {}", voices_dir.display()))?;
+        registry.register(VoiceList::new(&library))?;
     }
     Ok(registry)
 }

@@ -34,6 +34,7 @@ pub mod html;
 mod http;
 pub mod search;
 pub mod text;
+pub mod voice_list;
 pub mod weather;
 
 pub use audio::{AudioSearch, AudioSearchArgs, TimbreArgs, TimbreRag};
@@ -41,6 +42,7 @@ pub use config::{Language, ToolsConfig};
 pub use datetime::{DateTimeTool, SessionTimeZone};
 pub use fetch::{AddressPolicy, HostLookup, Page, PageFetcher};
 pub use search::{SearchProvider, SearchResult, WebSearch, WebSearchArgs};
+pub use voice_list::{VoiceEntry, VoiceList};
 pub use weather::{OpenMeteo, WeatherArgs, WeatherProvider, WeatherReport, WeatherTool};
 
 use voxloop_core::tool::{ToolRegistry, Transient};
