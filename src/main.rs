@@ -40,7 +40,7 @@ enum Command {
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
     /// Serve the tools (audio_search over the index in the data dir, web search, date and
-    /// time, weather, voice_list over the voice library; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
+    /// time, weather, voice_list over the voice library, audio_clip; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
     /// and other agents. Logs go to stderr.
     Mcp,
     /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
@@ -141,7 +141,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let agent = runtime::setup::load(&config, index.clone())?.map(std::sync::Arc::new);
     let mcp = if config.mcp.http {
         let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
-        Some(mcp::router(std::sync::Arc::new(tools), &config.mcp))
+        Some(mcp::router(std::sync::Arc::new(tools), index.clone(), &config.mcp))
     } else {
         None
     };
@@ -173,7 +173,7 @@ fn run_mcp(config: &Config) -> anyhow::Result<()> {
     let tools = runtime::setup::build_mcp_tools(config, index.as_ref())?;
     tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "MCP server on stdio");
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), &config.mcp))
+    runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), index, &config.mcp))
 }
 
 fn print_config(config: &Config) -> anyhow::Result<()> {

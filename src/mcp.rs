@@ -3,7 +3,7 @@
 //! child process) and the service answers it at `/mcp` (streamable HTTP).
 //!
 //! The tools are the agent's built-ins that need no session, plus `voice_list`
-//! (`runtime::setup::build_mcp_tools`): their JSON schemas are the MCP input schemas, and each
+//! (`runtime::setup::build_mcp_tools`) and `audio_clip` (see [`clip`]): their JSON schemas are the MCP input schemas, and each
 //! call runs through its `[agent.policies]` stack (timeouts, retries, output caps). Tools whose calls need a person's approval are
 //! refused, as there is no session to ask in. Every failure of a call (unknown tool,
 //! arguments that do not fit the schema, a tool error, the client's rate limit) is a result
@@ -29,28 +29,41 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::ErrorData as McpError;
 use voxloop_core::tool::{ToolCall, ToolDefinition, ToolRegistry};
 use voxloop_policies::TokenBucket;
+use voxloop_retrieval::AudioIndex;
 
 use crate::config::mcp::McpConfig;
 
-/// One client's view of the tools: the shared registry and the client's own rate limit.
+mod clip;
+
+/// One client's view of the tools: the shared registry, the audio index `audio_clip` reads
+/// clips through, and the client's own rate limit.
 #[derive(Debug, Clone)]
 pub struct ToolServer {
     tools: Arc<ToolRegistry>,
+    index: Option<Arc<AudioIndex>>,
     calls: Arc<TokenBucket>,
 }
 
 impl ToolServer {
     /// A server for one client, allowed `calls_per_minute` calls a minute (bursts as large).
-    pub fn new(tools: Arc<ToolRegistry>, calls_per_minute: u32) -> Self {
+    pub fn new(
+        tools: Arc<ToolRegistry>,
+        index: Option<Arc<AudioIndex>>,
+        calls_per_minute: u32,
+    ) -> Self {
         let per_second = f64::from(calls_per_minute.max(1)) / 60.0;
         // No waiting: a call over the limit is refused at once, so a client learns of it.
         let calls = Arc::new(TokenBucket::new(per_second, calls_per_minute, Duration::ZERO));
-        Self { tools, calls }
+        Self { tools, index, calls }
     }
 
-    /// The registry's tools as MCP tools.
+    /// The registry's tools as MCP tools, and `audio_clip` when there is an index.
     pub fn tool_list(&self) -> Vec<Tool> {
-        self.tools.definitions().into_iter().map(mcp_tool).collect()
+        let mut tools: Vec<Tool> = self.tools.definitions().into_iter().map(mcp_tool).collect();
+        if self.index.is_some() {
+            tools.push(clip::definition());
+        }
+        tools
     }
 
     /// Runs one call through the registry; every failure is an error result.
@@ -59,6 +72,9 @@ impl ToolServer {
             return error_result(format!(
                 "rate limit: too many tool calls from this client; try `{name}` again later"
             ));
+        }
+        if name == clip::NAME && self.index.is_some() {
+            return clip::fetch(self.index.clone(), arguments).await;
         }
         if !self.tools.contains(name) {
             let known: Vec<&str> = self.tools.names().collect();
@@ -100,7 +116,8 @@ impl ServerHandler for ToolServer {
             .with_server_info(Implementation::new("voxloop", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "voxloop's tools: audio retrieval over the local index (audio_search), web \
-                 search, date and time, weather, the voice library (voice_list). Each call is rate-limited per client.",
+                 search, date and time, weather, the voice library (voice_list), and indexed clips as \
+                 audio (audio_clip). Each call is rate-limited per client.",
             )
     }
 
@@ -122,9 +139,13 @@ impl ServerHandler for ToolServer {
 }
 
 /// Serves `tools` on stdin/stdout until the client closes them.
-pub async fn serve_stdio(tools: Arc<ToolRegistry>, config: &McpConfig) -> anyhow::Result<()> {
+pub async fn serve_stdio(
+    tools: Arc<ToolRegistry>,
+    index: Option<Arc<AudioIndex>>,
+    config: &McpConfig,
+) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
-    let server = ToolServer::new(tools, config.calls_per_minute)
+    let server = ToolServer::new(tools, index, config.calls_per_minute)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
@@ -134,11 +155,15 @@ pub async fn serve_stdio(tools: Arc<ToolRegistry>, config: &McpConfig) -> anyhow
 
 /// `/mcp`: streamable HTTP, one [`ToolServer`] (so one rate limit) per MCP session, behind
 /// the bearer token when one is configured.
-pub fn router(tools: Arc<ToolRegistry>, config: &McpConfig) -> Router {
+pub fn router(
+    tools: Arc<ToolRegistry>,
+    index: Option<Arc<AudioIndex>>,
+    config: &McpConfig,
+) -> Router {
     let calls_per_minute = config.calls_per_minute;
     let service: StreamableHttpService<ToolServer, LocalSessionManager> =
         StreamableHttpService::new(
-            move || Ok(ToolServer::new(Arc::clone(&tools), calls_per_minute)),
+            move || Ok(ToolServer::new(Arc::clone(&tools), index.clone(), calls_per_minute)),
             Arc::default(),
             StreamableHttpServerConfig::default().with_allowed_hosts(config.allowed_hosts.clone()),
         );

@@ -34,6 +34,12 @@ fn python_clients() -> Option<PathBuf> {
 /// library holds the token2wav fixture's voice (`fixture`), and a config file with `extra`
 /// appended; web search is off so that no call leaves the machine.
 fn data_dir(extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let (tmp, config, _) = indexed_data_dir(extra);
+    (tmp, config)
+}
+
+/// [`data_dir`], and the sample library's folder.
+fn indexed_data_dir(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let samples = tmp.path().join("samples");
     let out = Command::new(root().join("scripts/sample_library.sh")).arg(&samples).output();
@@ -49,7 +55,18 @@ fn data_dir(extra: &str) -> (tempfile::TempDir, PathBuf) {
     std::fs::write(&config, text).unwrap();
     let out = voxloop(&config).args(["index", "add"]).arg(&samples).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (tmp, config)
+    (tmp, config, samples)
+}
+
+/// The id `voxloop search` gives the sample library's struck bell.
+fn bell_id(config: &Path) -> String {
+    let out = voxloop(config).args(["search", "a single struck bell", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hits: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bell = hits.as_array().unwrap().iter().find(|h| {
+        h["item"]["path"].as_str().is_some_and(|p| p.ends_with("generated/bell_strike.wav"))
+    });
+    bell.unwrap_or_else(|| panic!("no bell: {hits}"))["item"]["id"].as_str().unwrap().to_owned()
 }
 
 fn voxloop(config: &Path) -> Command {
@@ -100,13 +117,16 @@ fn tool<'a>(report: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
     let Some(pyclients) = python_clients() else { return };
-    let (_tmp, config) = data_dir("");
+    let (_tmp, config, samples) = indexed_data_dir("");
+    let bell = bell_id(&config);
     let calls = json!([
         {"name": "audio_search", "arguments": {"query": "a single struck bell", "limit": 3}},
         {"name": "audio_search", "arguments": {"query": 5}},
         {"name": "no_such_tool", "arguments": {}},
         {"name": "get_date_time", "arguments": {}},
         {"name": "voice_list", "arguments": {}},
+        {"name": "audio_clip", "arguments": {"id": bell}},
+        {"name": "audio_clip", "arguments": {"id": "0000000000000000"}},
     ]);
     let binary = env!("CARGO_BIN_EXE_voxloop");
     let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
@@ -135,6 +155,13 @@ fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
     assert_eq!(results[4]["isError"], false, "{}", results[4]);
     let voices: Value = serde_json::from_str(results[4]["text"].as_str().unwrap()).unwrap();
     assert_eq!(voices[0]["name"], "fixture", "{voices}");
+    // The clip itself, as audio content: the file's bytes, whole.
+    let wav_bytes = std::fs::metadata(samples.join("generated/bell_strike.wav")).unwrap().len();
+    assert_eq!(results[5]["isError"], false, "{}", results[5]);
+    assert_eq!(results[5]["audio"], json!([{"mimeType": "audio/wav", "bytes": wav_bytes}]));
+    assert_eq!(results[6]["isError"], true, "{}", results[6]);
+    assert!(results[6]["text"].as_str().unwrap().contains("no clip with id"), "{}", results[6]);
+    assert_eq!(tool(&report, "audio_clip")["inputSchema"]["required"], json!(["id"]));
 }
 
 #[test]

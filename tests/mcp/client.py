@@ -5,10 +5,12 @@
 
 calls.json is a list of {"name": ..., "arguments": {...}}. Prints one JSON object: the
 server's name, the listed tools (name, description, input schema) and each call's result
-(isError and its text), for tests/mcp_server.rs to check.
+(isError, its text, and the media type and decoded size of audio content), for
+tests/mcp_server.rs to check.
 """
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -27,7 +29,12 @@ async def exercise(read, write, calls):
         for call in calls:
             result = await session.call_tool(call["name"], call.get("arguments", {}))
             text = "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
-            results.append({"isError": bool(result.is_error), "text": text})
+            audio = [
+                {"mimeType": c.mime_type, "bytes": len(base64.b64decode(c.data))}
+                for c in result.content
+                if getattr(c, "type", "") == "audio"
+            ]
+            results.append({"isError": bool(result.is_error), "text": text, "audio": audio})
         return {
             "server": init.server_info.name,
             "tools": [
