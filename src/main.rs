@@ -40,8 +40,8 @@ enum Command {
     /// Print the effective configuration (file + environment + defaults) as TOML.
     Config,
     /// Serve the tools (audio_search over the index in the data dir, web search, date and
-    /// time, weather, voice_list over the voice library, audio_clip; as enabled) as an MCP server on stdin/stdout, for Claude Desktop, IDEs
-    /// and other agents. Logs go to stderr.
+    /// time, weather, voice_list over the voice library, audio_clip; as enabled) as an MCP
+    /// server on stdin/stdout, for Claude Desktop, IDEs and other agents. Logs go to stderr.
     Mcp,
     /// Run the speech LLM once: audio and/or text in, the answer streamed to stdout.
     Generate(Box<cli::generate::GenerateArgs>),

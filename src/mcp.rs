@@ -3,9 +3,10 @@
 //! child process) and the service answers it at `/mcp` (streamable HTTP).
 //!
 //! The tools are the agent's built-ins that need no session, plus `voice_list`
-//! (`runtime::setup::build_mcp_tools`) and `audio_clip` (see [`clip`]): their JSON schemas are the MCP input schemas, and each
-//! call runs through its `[agent.policies]` stack (timeouts, retries, output caps). Tools whose calls need a person's approval are
-//! refused, as there is no session to ask in. Every failure of a call (unknown tool,
+//! (`runtime::setup::build_mcp_tools`) and `audio_clip` (see [`clip`]): their JSON schemas
+//! are the MCP input schemas, and each call runs through its `[agent.policies]` stack
+//! (timeouts, retries, output caps). Tools whose calls need a person's approval are refused,
+//! as there is no session to ask in. Every failure of a call (unknown tool,
 //! arguments that do not fit the schema, a tool error, the client's rate limit) is a result
 //! with `isError: true` and a sentence the caller can act on, as the MCP specification asks
 //! for tool errors; protocol errors stay for malformed requests.
@@ -116,8 +117,8 @@ impl ServerHandler for ToolServer {
             .with_server_info(Implementation::new("voxloop", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "voxloop's tools: audio retrieval over the local index (audio_search), web \
-                 search, date and time, weather, the voice library (voice_list), and indexed clips as \
-                 audio (audio_clip). Each call is rate-limited per client.",
+                 search, date and time, weather, the voice library (voice_list), and indexed \
+                 clips as audio (audio_clip). Each call is rate-limited per client.",
             )
     }
 
