@@ -150,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
                 println!("call {id}: {name}({arguments})");
                 called |= name == UnitConverter::NAME;
             }
+            // Only turns with client-run tools (`Agent::continue_turn`) hand calls back.
+            AgentEvent::ToolCallRequested { id, name, .. } => println!("client call {id}: {name}"),
             AgentEvent::ToolCallFinished { name, outcome, duration, .. } => match outcome {
                 Ok(text) => println!("{name} answered in {duration:?}: {text}"),
                 Err(error) => println!("{name} failed: {}", error.model_message),

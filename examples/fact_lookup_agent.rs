@@ -100,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
             AgentEvent::ToolCallStarted { id, name, arguments } => {
                 println!("call {id}: {name}({arguments})")
             }
+            // Only turns with client-run tools (`Agent::continue_turn`) hand calls back.
+            AgentEvent::ToolCallRequested { id, name, .. } => println!("client call {id}: {name}"),
             AgentEvent::ToolCallFinished { name, outcome, duration, .. } => match outcome {
                 Ok(text) => println!("{name} answered in {duration:?}:\n{text}"),
                 Err(error) => println!("{name} failed: {}", error.model_message),

@@ -1,7 +1,9 @@
-//! The HTTP front door: the server, the session API (turns as server-sent events) and the
-//! audio index API.
+//! The HTTP front door: the server, the session API (turns as server-sent events), the
+//! OpenAI-compatible Chat Completions API and the audio index API.
 
 pub mod audio;
+pub mod chat;
 pub mod pcm;
 pub mod server;
 pub mod sessions;
+pub mod upload;

@@ -70,23 +70,6 @@ fn position(events: &[SseEvent], name: &str) -> Option<usize> {
     events.iter().position(|e| e.event == name)
 }
 
-fn wav_bytes(seconds: f32) -> Vec<u8> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut cursor = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
-    for i in 0..(16_000.0 * seconds) as usize {
-        let t = i as f32 / 16_000.0;
-        writer.write_sample(((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-    cursor.into_inner()
-}
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -212,7 +195,8 @@ fn bad_requests_are_refused_clearly_and_leave_the_session_usable() {
     );
 
     // Speech in (a WAV upload) and text together: a real turn after all the refusals.
-    let events = turn(addr, &id, json!({ "audio": b64(&wav_bytes(1.0)), "text": "What is this?" }));
+    let events =
+        turn(addr, &id, json!({ "audio": b64(&support::tone_wav(1.0)), "text": "What is this?" }));
     assert_eq!(done(&events)["reason"], "completed");
     assert_eq!(session(addr, &id)["turns"], 1);
 }

@@ -391,6 +391,7 @@ impl Printer {
             }
             // No tools: no calls, results or questions; the step's usage is in the total.
             AgentEvent::ToolCallStarted { .. }
+            | AgentEvent::ToolCallRequested { .. }
             | AgentEvent::ToolCallFinished { .. }
             | AgentEvent::ApprovalRequested(_)
             | AgentEvent::Usage { .. } => {}

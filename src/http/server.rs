@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use voxloop_retrieval::AudioIndex;
 
 use crate::config::Config;
-use crate::http::{audio, sessions};
+use crate::http::{audio, chat, sessions};
 use crate::runtime::setup::AgentRuntime;
 
 /// What `/healthz` answers.
@@ -91,8 +91,9 @@ fn health(
 }
 
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
-/// model is told of), `/v1/audio/search` (see [`audio`]) and the session endpoints (see
-/// [`sessions`]), and `/mcp` when given (see `crate::mcp`).
+/// model is told of), `/v1/audio/search` (see [`audio`]), the session endpoints (see
+/// [`sessions`]), Chat Completions (`/v1/models`, `/v1/chat/completions`, see [`chat`]), and
+/// `/mcp` when given (see `crate::mcp`).
 pub fn router(
     config: &Config,
     index: Option<Arc<AudioIndex>>,
@@ -117,7 +118,8 @@ pub fn router(
         )
         .route("/v1/audio/search", get(audio::search))
         .with_state(index)
-        .merge(sessions::router(agent))
+        .merge(sessions::router(agent.clone()))
+        .merge(chat::router(agent))
         .merge(mcp.unwrap_or_default())
 }
 

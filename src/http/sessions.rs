@@ -59,22 +59,22 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
 use voxloop_core::agent::{TurnInput, Usage};
-use voxloop_core::audio::{prepare_audio, AudioChunk, AudioInput};
+use voxloop_core::audio::AudioChunk;
 use voxloop_core::session::{Session, SessionSettings};
 use voxloop_policies::Approval;
 
 use crate::config::AnswerMode;
+use crate::http::upload;
 use crate::runtime::approvals::AnswerError;
 use crate::runtime::sessions::{SessionState, Summary};
 use crate::runtime::setup::{parse_tool_choice, AgentRuntime};
@@ -84,8 +84,7 @@ mod extract;
 mod stored;
 mod turn;
 
-/// Largest request body (a turn with base64 audio).
-pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+pub use crate::http::upload::MAX_BODY_BYTES;
 /// Events a turn may queue for a slow client before the turn waits.
 const EVENT_QUEUE: usize = 256;
 /// SSE comments sent while a turn is quiet (a slow tool): they keep proxies from timing out
@@ -97,36 +96,21 @@ pub type ApiState = Option<Arc<AgentRuntime>>;
 
 /// The session routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/sessions", post(create_session).get(list_sessions))
         .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
         .route("/v1/sessions/{id}/turns", post(post_turn))
-        .route("/v1/sessions/{id}/approvals/{call_id}", post(answer_approval))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(refuse_large_bodies))
-        .with_state(state)
+        .route("/v1/sessions/{id}/approvals/{call_id}", post(answer_approval));
+    upload::limit_body(routes, too_large).with_state(state)
 }
 
-/// Answers 413 at once to a request whose `Content-Length` is over the limit, instead of
-/// reading [`MAX_BODY_BYTES`] of it first (a body without a length is cut at the limit by
-/// [`DefaultBodyLimit`]).
-async fn refuse_large_bodies(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let length = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match length {
-        Some(n) if n > MAX_BODY_BYTES as u64 => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request body ({n} bytes) exceeds the limit of {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
+/// The 413 of a body over [`MAX_BODY_BYTES`].
+fn too_large(length: u64) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body ({length} bytes) exceeds the limit of {MAX_BODY_BYTES} bytes"),
+    )
+    .into_response()
 }
 
 /// The JSON body of `POST /v1/sessions`; every field is optional.
@@ -298,20 +282,9 @@ async fn post_turn(
 /// A turn's uploaded audio, decoded and cut into the model's chunks off the executor: 413
 /// over the limits, 400 when it is not audio.
 async fn decode_audio(rt: &AgentRuntime, data: Vec<u8>) -> Result<Vec<AudioChunk>, ApiError> {
-    let limits = rt.audio_limits;
-    let input = AudioInput::Bytes { name: "audio".into(), data };
-    match tokio::task::spawn_blocking(move || prepare_audio(input, &limits)).await {
-        Ok(Ok(chunks)) => Ok(chunks),
-        Ok(Err(e)) => {
-            let status = match e {
-                voxloop_core::Error::AudioTooLarge { .. }
-                | voxloop_core::Error::AudioTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            Err(ApiError::new(status, e))
-        }
-        Err(e) => Err(ApiError::internal(format!("audio task failed: {e}"))),
-    }
+    upload::decode_audio(rt.audio_limits, data)
+        .await
+        .map_err(|(status, message)| ApiError::new(status, message))
 }
 
 /// The JSON body of `POST /v1/sessions/{id}/approvals/{call_id}`.
@@ -359,17 +332,5 @@ async fn answer_approval(
 }
 
 fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    // A data URL's header is allowed: `data:audio/wav;base64,....`
-    let payload = match text.split_once(";base64,") {
-        Some((head, rest)) if head.starts_with("data:") => rest,
-        _ => text,
-    };
-    let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|e| format!("\"audio\" is not base64 (standard alphabet, padded): {e}"))?;
-    if bytes.is_empty() {
-        return Err("\"audio\" is empty".into());
-    }
-    Ok(bytes)
+    upload::decode_base64(text, "audio")
 }

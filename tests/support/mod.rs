@@ -291,3 +291,22 @@ pub fn fixture_voice(dir: &std::path::Path) -> voxloop_voices::VoiceProfile {
     profile.to_json_file(&dir.join("fixture.json")).unwrap();
     profile
 }
+
+/// `seconds` of a 440 Hz tone as a 16 kHz mono WAV file: valid audio input that needs no
+/// speech synthesiser.
+pub fn tone_wav(seconds: f32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut cursor, spec).unwrap();
+    for i in 0..(16_000.0 * seconds) as usize {
+        let t = i as f32 / 16_000.0;
+        writer.write_sample(((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    cursor.into_inner()
+}

@@ -17,6 +17,10 @@ pub struct Usage {
     pub output_tokens: usize,
     /// Of the generated ids, the speech codes (`<audio_N>`, N < 6561).
     pub audio_tokens: usize,
+    /// Ids of the prompt that were in the KV cache already, not prefilled again (the
+    /// session's own history, or a prefix shared with the conversation the model ran last;
+    /// see the agent module documentation). Summed over the steps of a turn.
+    pub cached_tokens: usize,
 }
 
 impl std::ops::AddAssign for Usage {
@@ -24,6 +28,7 @@ impl std::ops::AddAssign for Usage {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.audio_tokens += other.audio_tokens;
+        self.cached_tokens += other.cached_tokens;
     }
 }
 
@@ -34,6 +39,10 @@ pub enum TurnEndReason {
     Completed,
     /// The last step allowed to call tools did, and the answer was generated without tools.
     MaxSteps,
+    /// The step called tools the client runs ([`ClientTools`](super::ClientTools)): the
+    /// calls were reported as [`AgentEvent::ToolCallRequested`]; the turn goes on when their
+    /// results are in the history.
+    ToolCalls,
     /// The turn was cancelled (barge-in) or its stream dropped.
     Cancelled,
     /// Something failed (the model, the prompt, the constraint); the history stays
@@ -43,11 +52,13 @@ pub enum TurnEndReason {
 
 impl TurnEndReason {
     /// The span attribute `gen_ai.agent.invocation.end_reason`: `completed`, `max_steps`,
-    /// `interrupted` (the GenAI voice-agent draft's word for a barge-in) or `error`.
+    /// `tool_calls`, `interrupted` (the GenAI voice-agent draft's word for a barge-in) or
+    /// `error`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TurnEndReason::Completed => "completed",
             TurnEndReason::MaxSteps => "max_steps",
+            TurnEndReason::ToolCalls => "tool_calls",
             TurnEndReason::Cancelled => "interrupted",
             TurnEndReason::Error(_) => "error",
         }
@@ -77,6 +88,17 @@ pub enum AgentEvent {
         /// The tool's name as the model wrote it (empty when it could not be read).
         name: String,
         /// The arguments as the model wrote them (`null` when they could not be read).
+        arguments: Value,
+    },
+    /// The model called a tool the client runs ([`ClientTools`](super::ClientTools)); it is
+    /// not run here. Comes before the step's `Usage`; the turn then ends with
+    /// [`TurnEndReason::ToolCalls`].
+    ToolCallRequested {
+        /// The call id, for the result the client sends back.
+        id: String,
+        /// The declared tool's name.
+        name: String,
+        /// The arguments (a JSON object valid under the tool's schema).
         arguments: Value,
     },
     /// A tool call waits for approval (a policy asks before running it): answer through

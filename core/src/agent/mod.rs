@@ -66,6 +66,7 @@
 //! `gen_ai.response.finish_reasons` (`["stop"]`, `["length"]`, `["tool_calls"]`,
 //! `["cancelled"]`, `["error"]`) and `gen_ai.response.time_to_first_chunk` (seconds).
 
+mod client;
 mod constraints;
 mod events;
 mod prompt;
@@ -83,7 +84,8 @@ use std::time::SystemTime;
 
 use tch::Kind;
 
-pub use constraints::{ConstraintFactory, GrammarConstraints};
+pub use client::ClientTools;
+pub use constraints::{ConstraintFactory, GrammarConstraints, TextOnly};
 pub use events::{AgentEvent, TurnEndReason, Usage};
 pub use render::{Rendered, SpeechRenderer, Utterances};
 pub use speech::{SpeechEngine, SpeechSink};
@@ -93,9 +95,9 @@ use crate::audio::AudioChunk;
 use crate::generate::{InferenceWorker, StepModel};
 use crate::model::StepAudio2;
 use crate::protocol::{ToolChoice, SEARCH_SUMMARY_INSTRUCTION};
-use crate::session::{HumanPart, Session, SessionSettings};
+use crate::session::{CacheState, HumanPart, Session, SessionSettings, Turn};
 use crate::tokenizer::StepTokenizer;
-use crate::tool::ToolRegistry;
+use crate::tool::{ToolDefinition, ToolRegistry};
 use crate::{DeviceSpec, Error, Result};
 
 /// How an agent runs its turns (per agent; per-conversation settings are in
@@ -121,6 +123,9 @@ pub struct AgentConfig {
     /// The date line is part of the prompt, so it changes what the model generates: fix it
     /// where runs must repeat (tests, evaluations, replays).
     pub fixed_now: Option<SystemTime>,
+    /// Whether a session the cache does not hold may reuse the prefix it shares with the
+    /// conversation the model ran last (see "Prefix reuse" in the module documentation).
+    pub reuse_prefix: bool,
 }
 
 impl Default for AgentConfig {
@@ -132,6 +137,7 @@ impl Default for AgentConfig {
             max_result_bytes: 32_768,
             result_instructions: HashMap::new(),
             fixed_now: None,
+            reuse_prefix: true,
         }
     }
 }
@@ -204,6 +210,11 @@ pub struct Agent {
     tools: ToolRegistry,
     config: AgentConfig,
     constraints: Arc<dyn ConstraintFactory>,
+    /// The default grammar, from which [`ClientTools`] are compiled.
+    grammar: GrammarConstraints,
+    /// What the model's cache holds after the last turn that ended cleanly; `None` while a
+    /// turn runs or after one was dropped.
+    live: std::sync::Mutex<Option<LiveCache>>,
     instance: u64,
     /// Bumped each time the cache is cleared for a session.
     epoch: AtomicU64,
@@ -229,13 +240,15 @@ impl Agent {
         tools: ToolRegistry,
         config: AgentConfig,
     ) -> Result<Self> {
-        let constraints = Arc::new(GrammarConstraints::new(&tokenizer, &tools.definitions())?);
+        let grammar = GrammarConstraints::new(&tokenizer, &tools.definitions())?;
         Ok(Self {
             worker,
             tokenizer,
             tools,
             config,
-            constraints,
+            constraints: Arc::new(grammar.clone()),
+            grammar,
+            live: std::sync::Mutex::new(None),
             instance: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             lease: tokio::sync::Mutex::new(()),
@@ -296,6 +309,23 @@ impl Agent {
     /// next turn.
     pub fn forget_cache(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        *self.live_cache() = None;
+    }
+
+    /// Compiles the call grammar of tools a client declares and runs itself (see
+    /// [`ClientTools`]); `parallel: false` allows at most one call per step. Fails like
+    /// [`GrammarConstraints::new`] for a tool the grammar cannot take (a bad name, a
+    /// duplicate, a schema that is not an object).
+    pub fn client_tools(
+        &self,
+        definitions: Vec<ToolDefinition>,
+        parallel: bool,
+    ) -> Result<ClientTools> {
+        let mut grammar = self.grammar.with_tools(&definitions)?;
+        if !parallel {
+            grammar = grammar.single_call();
+        }
+        Ok(ClientTools::new(definitions, Arc::new(grammar)))
     }
 
     /// Runs one turn of `session` with `input`; see the module documentation. The turn runs
@@ -303,7 +333,9 @@ impl Agent {
     pub fn run_turn<'a>(&'a self, session: &'a mut Session, input: TurnInput) -> TurnStream<'a> {
         let cancel = CancelHandle::new();
         let handle = cancel.clone();
-        TurnStream::new(cancel, move |out| Box::pin(turn::drive(self, session, input, out, handle)))
+        TurnStream::new(cancel, move |out| {
+            Box::pin(turn::drive(self, session, turn::Begin::Input(input), out, handle))
+        })
     }
 
     /// [`run_turn`](Self::run_turn), with the speech rendered: when the session speaks
@@ -321,6 +353,34 @@ impl Agent {
             .filter(|_| session.settings().speech)
             .map(|renderer| (renderer, session.extensions().clone()));
         let stream = self.run_turn(session, input);
+        match speech {
+            Some((renderer, extensions)) => stream.with_speech(renderer, extensions),
+            None => stream,
+        }
+    }
+
+    /// Answers the history `session` holds, without new input: the history was written by the
+    /// caller (a stateless front door rebuilds it for every request; see
+    /// [`Session::with_history`]) and ends with a human turn or tool results. With
+    /// `client_tools` the model is told of those tools only (the session's `tool_json_schemas`
+    /// turn must declare them) and a step that calls them ends the turn with
+    /// [`TurnEndReason::ToolCalls`]; without, the agent's own tools run as in
+    /// [`run_turn`](Self::run_turn). Speech is rendered as in
+    /// [`speak_turn`](Self::speak_turn).
+    pub fn continue_turn<'a>(
+        &'a self,
+        session: &'a mut Session,
+        client_tools: Option<Arc<ClientTools>>,
+        renderer: Option<&SpeechRenderer>,
+    ) -> TurnStream<'a> {
+        let speech = renderer
+            .filter(|_| session.settings().speech)
+            .map(|renderer| (renderer, session.extensions().clone()));
+        let cancel = CancelHandle::new();
+        let handle = cancel.clone();
+        let stream = TurnStream::new(cancel, move |out| {
+            Box::pin(turn::drive(self, session, turn::Begin::Continue(client_tools), out, handle))
+        });
         match speech {
             Some((renderer, extensions)) => stream.with_speech(renderer, extensions),
             None => stream,
@@ -350,8 +410,12 @@ impl Agent {
 
     /// Makes the model's cache hold a prefix of `session`'s history and records which: the
     /// session's own ids when the cache still holds them (cut back to them, in case a dropped
-    /// turn left more), else nothing (cleared, a new epoch).
+    /// turn left more); else the turns it shares with the conversation the model ran last
+    /// (a new epoch: the cache now belongs to this session's line); else nothing (cleared, a
+    /// new epoch).
     pub(crate) async fn prepare_cache(&self, session: &mut Session) -> Result<()> {
+        // Until this turn ends cleanly, nobody may trust the record of the last one.
+        let live = self.live_cache().take();
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some(cache) = session.cache() {
             if cache.owner == self.instance && cache.epoch == epoch {
@@ -362,9 +426,66 @@ impl Agent {
             }
         }
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        let shared = live
+            .filter(|live| self.config.reuse_prefix && live.cache.epoch + 1 == epoch)
+            .and_then(|live| live.shared_with(session.history()));
+        if let Some(mut shared) = shared {
+            let len = shared.ids.len();
+            if let Ok(Ok(())) = self.on_worker(move |model| model.truncate(len)).await {
+                shared.owner = self.instance;
+                shared.epoch = epoch;
+                session.adopt_cache(shared);
+                return Ok(());
+            }
+        }
         self.on_worker(|model| model.clear()).await?;
         session.reset_cache(self.instance, epoch);
         Ok(())
+    }
+
+    /// Records what the cache holds after a turn of `session` that ended (not dropped).
+    pub(crate) fn remember_cache(&self, session: &Session) {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let live =
+            session.cache().filter(|c| c.owner == self.instance && c.epoch == epoch).map(|cache| {
+                LiveCache {
+                    turns: session.history()[..cache.turns.len()].to_vec(),
+                    cache: cache.clone(),
+                }
+            });
+        *self.live_cache() = live;
+    }
+
+    fn live_cache(&self) -> std::sync::MutexGuard<'_, Option<LiveCache>> {
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The turns in the model's cache and their positions, as the last turn left them.
+#[derive(Debug)]
+struct LiveCache {
+    turns: Vec<Turn>,
+    cache: CacheState,
+}
+
+impl LiveCache {
+    /// The cache record of the longest run of leading turns `history` shares with it, or
+    /// `None` when not even the first turn is the same.
+    fn shared_with(self, history: &[Turn]) -> Option<CacheState> {
+        let shared = self.turns.iter().zip(history).take_while(|(a, b)| a == b).count();
+        if shared == 0 {
+            return None;
+        }
+        let LiveCache { cache, .. } = self;
+        let end = cache.turns[shared - 1].end;
+        Some(CacheState {
+            owner: cache.owner,
+            epoch: cache.epoch,
+            ids: cache.ids[..end].to_vec(),
+            turns: cache.turns[..shared].to_vec(),
+            // Only the very last turn can be an assistant turn without its `<|EOT|>`.
+            open: cache.open && shared == cache.turns.len(),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! [`super`] for the cancellation rules).
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
@@ -13,7 +14,7 @@ use super::events::{AgentEvent, TurnEndReason, Usage};
 use super::prompt::{step_prompt, StepPrompt};
 use super::stream::{CancelHandle, Emitter};
 use super::telemetry::{self, ChatStep};
-use super::{step_choice, Agent, TurnInput};
+use super::{step_choice, Agent, ClientTools, TurnInput};
 use crate::generate::{FinishReason, GenerationEvent, GenerationRequest};
 use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoice};
 use crate::session::{AssistantTurn, Session, SessionSettings, ToolResultTurn, Turn};
@@ -30,11 +31,19 @@ const CANCELLED_RESULT: &str = "Tool call cancelled: the user interrupted the tu
 const REFUSED_RESULT: &str =
     "Tool call not run: the step limit of this turn was reached; answer with what you have.";
 
+/// How a turn starts.
+pub(super) enum Begin {
+    /// With the user's input (and, in a new session, the system and tool turns).
+    Input(TurnInput),
+    /// From the history as the caller wrote it, with the tools its client runs, if any.
+    Continue(Option<Arc<ClientTools>>),
+}
+
 /// Runs a turn and reports its end; the stream's driver.
 pub(super) async fn drive(
     agent: &Agent,
     session: &mut Session,
-    input: TurnInput,
+    begin: Begin,
     out: Emitter,
     cancel: CancelHandle,
 ) {
@@ -47,16 +56,22 @@ pub(super) async fn drive(
             asker.emit(AgentEvent::ApprovalRequested(request));
         })),
     };
+    let (input, client) = match begin {
+        Begin::Input(input) => (Some(input), None),
+        Begin::Continue(client) => (None, client),
+    };
     let mut run = TurnRun {
         agent,
         out: &out,
         cancel: &cancel,
         context,
+        client: client.as_deref(),
         span: span.clone(),
         usage: Usage::default(),
         steps: 0,
     };
     let reason = run.run(session, input).instrument(span.clone()).await;
+    agent.remember_cache(session);
     telemetry::end_invoke(&span, &reason, run.usage, run.steps);
     out.emit(AgentEvent::TurnFinished { reason, usage: run.usage });
 }
@@ -68,6 +83,8 @@ struct TurnRun<'a> {
     cancel: &'a CancelHandle,
     /// What each tool call of the turn carries.
     context: ToolContext,
+    /// The tools the client runs; `None`: the agent's registry.
+    client: Option<&'a ClientTools>,
     span: Span,
     usage: Usage,
     steps: usize,
@@ -92,32 +109,52 @@ enum Step {
 }
 
 impl TurnRun<'_> {
-    async fn run(&mut self, session: &mut Session, input: TurnInput) -> TurnEndReason {
+    async fn run(&mut self, session: &mut Session, input: Option<TurnInput>) -> TurnEndReason {
         match self.steps_of(session, input).await {
             Ok(reason) => reason,
             Err(error) => TurnEndReason::Error(error.to_string()),
         }
     }
 
-    async fn steps_of(&mut self, session: &mut Session, input: TurnInput) -> Result<TurnEndReason> {
-        if input.is_empty() {
-            return Err(Error::Agent("the turn input has no text and no audio".to_owned()));
+    async fn steps_of(
+        &mut self,
+        session: &mut Session,
+        input: Option<TurnInput>,
+    ) -> Result<TurnEndReason> {
+        match &input {
+            Some(input) if input.is_empty() => {
+                return Err(Error::Agent("the turn input has no text and no audio".to_owned()))
+            }
+            Some(_) => {}
+            None => {
+                match session.history().last() {
+                    Some(Turn::Human { .. } | Turn::ToolResult(_)) => {}
+                    _ => return Err(Error::Agent(
+                        "nothing to answer: the history must end with a human turn or tool results"
+                            .to_owned(),
+                    )),
+                }
+            }
         }
         let _lease = tokio::select! {
             biased;
             () = self.cancel.cancelled() => return Ok(TurnEndReason::Cancelled),
             lease = self.agent.lease.lock() => lease,
         };
-        self.agent.prepare_cache(session).await?;
-        if session.history().is_empty() {
-            let text = session.settings().system_text(self.agent.config.now());
-            session.push_turn(Turn::System { text });
-            if !self.agent.tools.is_empty() {
-                let json = self.agent.tools.tool_json_schemas()?;
-                session.push_turn(Turn::ToolSchemas { json });
+        if let Some(input) = input {
+            if session.history().is_empty() {
+                let text = session.settings().system_text(self.agent.config.now());
+                session.push_turn(Turn::System { text });
+                if !self.agent.tools.is_empty() {
+                    let json = self.agent.tools.tool_json_schemas()?;
+                    session.push_turn(Turn::ToolSchemas { json });
+                }
             }
+            session.push_turn(Turn::Human { parts: input.parts });
         }
-        session.push_turn(Turn::Human { parts: input.parts });
+        // After the turns are in: a new session may share its first turns with the
+        // conversation the model ran last.
+        self.agent.prepare_cache(session).await?;
 
         let settings = session.settings().clone();
         for step in 1.. {
@@ -133,6 +170,19 @@ impl TurnRun<'_> {
             if generated.calls.is_empty() {
                 session.commit_assistant(&generated.prompt, generated.turn);
                 return Ok(finished);
+            }
+            if self.client.is_some() {
+                // The client runs them: report the well-formed calls and stop here.
+                let requested = generated.turn.calls.clone();
+                for call in &requested {
+                    self.out.emit(AgentEvent::ToolCallRequested {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    });
+                }
+                session.commit_assistant(&generated.prompt, generated.turn);
+                return Ok(if requested.is_empty() { finished } else { TurnEndReason::ToolCalls });
             }
             let (results, cancelled) = if last {
                 // The step's mask forbade calls; a custom factory may not have.
@@ -170,7 +220,8 @@ impl TurnRun<'_> {
             step_prompt(session, tokenizer, mode)?;
         let before = session.cached_ids().len();
         let prompt_len = pending.len() + generation.len();
-        let params = settings.sampling.params(vec![special.eot, special.endoftext], before);
+        let params =
+            settings.sampling.params(vec![special.eot, special.endoftext], before + prompt_len);
         params.validate()?;
         let span = telemetry::chat(
             &self.span,
@@ -183,7 +234,10 @@ impl TurnRun<'_> {
                 choice,
             },
         );
-        let mask = agent.constraints.build(choice, mode)?;
+        let mask = match self.client {
+            Some(client) => client.constraints().build(choice, mode)?,
+            None => agent.constraints.build(choice, mode)?,
+        };
         let request = GenerationRequest {
             cached: session.cached_ids().to_vec(),
             segments,
@@ -219,6 +273,7 @@ impl TurnRun<'_> {
             input_tokens: prompt_len,
             output_tokens: reader.output_tokens,
             audio_tokens: reader.audio_tokens,
+            cached_tokens: before,
         };
 
         let output = match result {

@@ -182,6 +182,7 @@ impl ToolCallGrammar {
             state: CallState::Outside,
             seen: 0,
             completed: 0,
+            single_call: false,
         })
     }
 
@@ -337,6 +338,8 @@ pub struct ToolCallConstraint {
     seen: usize,
     /// Calls closed with `</tool_call>` in this generation.
     completed: usize,
+    /// At most one call per generation (OpenAI's `parallel_tool_calls: false`).
+    single_call: bool,
 }
 
 enum CallState {
@@ -398,6 +401,14 @@ impl ToolCallConstraint {
         }
         self.lead_in = ids;
         Ok(self)
+    }
+
+    /// Allows at most one call: after the first `</tool_call>` only `<|EOT|>` may follow
+    /// (OpenAI's `parallel_tool_calls: false`).
+    #[must_use]
+    pub fn with_single_call(mut self) -> Self {
+        self.single_call = true;
+        self
     }
 
     /// The choice it enforces.
@@ -515,6 +526,9 @@ impl ToolCallConstraint {
         let (start, end) = (special.tool_call_start, special.tool_call_end);
         if self.template.is_none() {
             return OutsideRule::Forbid(vec![start, end]);
+        }
+        if self.completed > 0 && self.single_call {
+            return OutsideRule::Only(vec![special.eot]);
         }
         if self.completed > 0 {
             return OutsideRule::Only(vec![start, special.eot]);

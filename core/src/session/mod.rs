@@ -112,6 +112,16 @@ impl Session {
         }
     }
 
+    /// A conversation whose history the caller wrote (a stateless front door rebuilds it from
+    /// each request), to be answered with
+    /// [`Agent::continue_turn`](crate::agent::Agent::continue_turn). The turns must render to
+    /// what the model saw: a system turn first, a `tool_json_schemas` turn after it when
+    /// tools are declared, assistant turns with the ids they were generated with where
+    /// known ([`AssistantTurn::from_text`] otherwise).
+    pub fn with_history(settings: SessionSettings, history: Vec<Turn>) -> Self {
+        Self { history, ..Self::new(settings) }
+    }
+
     /// The conversation id (`gen_ai.conversation.id` of its spans).
     pub fn id(&self) -> &str {
         &self.id
@@ -225,6 +235,12 @@ impl Session {
     pub(crate) fn reset_cache(&mut self, owner: u64, epoch: u64) {
         self.cache =
             Some(CacheState { owner, epoch, ids: Vec::new(), turns: Vec::new(), open: false });
+    }
+
+    /// Records that the cache holds `cache`, a prefix of this history another conversation
+    /// left there.
+    pub(crate) fn adopt_cache(&mut self, cache: CacheState) {
+        self.cache = Some(cache);
     }
 
     /// Forgets what the cache holds (the next turn prefills the whole history).

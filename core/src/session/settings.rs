@@ -68,14 +68,17 @@ impl Default for SamplingSettings {
 }
 
 impl SamplingSettings {
-    /// The sampler parameters for a step that starts with `cached` tokens in the cache.
-    pub fn params(&self, stop_tokens: Vec<i64>, cached: usize) -> SamplingParams {
+    /// The sampler parameters for a step whose first generated token lands at context
+    /// position `position`: the seed is offset by it, so that each step of a conversation
+    /// draws differently, while the same history gives the same draws however much of it
+    /// the cache held already.
+    pub fn params(&self, stop_tokens: Vec<i64>, position: usize) -> SamplingParams {
         SamplingParams {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
             repetition_penalty: self.repetition_penalty,
-            seed: self.seed.map(|seed| seed.wrapping_add(cached as u64)),
+            seed: self.seed.map(|seed| seed.wrapping_add(position as u64)),
             max_new_tokens: self.max_new_tokens,
             stop_tokens,
         }

@@ -3,8 +3,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::audio::AudioChunk;
-use crate::protocol::{AudioClip, Content, Message, Part, Role};
+use crate::protocol::{
+    python_json_dumps_object, AudioClip, Content, Message, Part, Role, FUNCTION_KEYWORD,
+};
+use crate::tokenizer::StepTokenizer;
 use crate::tool::ToolCall;
+use crate::{Error, Result};
 
 /// One part of a human turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +33,35 @@ pub struct AssistantTurn {
     /// The tool calls the turn made, with their ids; not rendered (the ids say it).
     #[serde(default)]
     pub calls: Vec<ToolCall>,
+}
+
+impl AssistantTurn {
+    /// A text answer the caller wrote (a client replaying history it holds only as text):
+    /// `text` tokenized as untrusted text, then each call as the model writes it,
+    /// `<tool_call>function\n{name}\n{arguments}</tool_call>` (the tags as their tokens, the
+    /// body as untrusted text, the arguments as Python's `json.dumps`). The arguments of each
+    /// call must be a JSON object.
+    pub fn from_text(tokenizer: &StepTokenizer, text: &str, calls: Vec<ToolCall>) -> Result<Self> {
+        let special = tokenizer.special();
+        let mut ids = tokenizer.encode_untrusted(text)?;
+        for call in &calls {
+            let arguments = call.arguments.as_object().ok_or_else(|| {
+                Error::Agent(format!(
+                    "the arguments of the call to {:?} are not an object",
+                    call.name
+                ))
+            })?;
+            let body = format!(
+                "{FUNCTION_KEYWORD}\n{}\n{}",
+                call.name,
+                python_json_dumps_object(arguments)
+            );
+            ids.push(special.tool_call_start);
+            ids.extend(tokenizer.encode_untrusted(&body)?);
+            ids.push(special.tool_call_end);
+        }
+        Ok(Self { speech: false, ids, text: text.to_owned(), calls })
+    }
 }
 
 /// The result of one tool call, shown to the model in an `input` turn.

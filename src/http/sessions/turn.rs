@@ -41,6 +41,7 @@ fn usage_json(u: &Usage) -> Value {
         "input_tokens": u.input_tokens,
         "output_tokens": u.output_tokens,
         "audio_tokens": u.audio_tokens,
+        "cached_tokens": u.cached_tokens,
     })
 }
 
@@ -138,6 +139,10 @@ async fn handle_event(
             out.send("error", json!({ "message": format!("speech rendering: {message}") })).await
         }
         AgentEvent::ToolCallStarted { id, name, arguments } => {
+            out.send("tool_call", json!({ "id": id, "name": name, "arguments": arguments })).await
+        }
+        // Session turns run the agent's own tools; no client declares any.
+        AgentEvent::ToolCallRequested { id, name, arguments } => {
             out.send("tool_call", json!({ "id": id, "name": name, "arguments": arguments })).await
         }
         AgentEvent::ToolCallFinished { id, name, outcome, duration } => {
