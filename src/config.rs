@@ -146,6 +146,11 @@ pub struct AgentSection {
     pub persist_sessions: bool,
     /// Where saved sessions live; unset: `<data_dir>/sessions`.
     pub sessions_dir: Option<PathBuf>,
+    /// Memory for copies of the KV caches of conversations the model switched away from, in
+    /// MiB (0: keep none): a conversation that comes back (another session's turn came in
+    /// between, or a Chat Completions client resends its history) restores its prefix instead
+    /// of prefilling it again.
+    pub prefix_cache_mb: usize,
     /// Tower policies around every tool call (`[agent.policies]`, `[agent.policies.defaults]`,
     /// `[agent.policies.tools.NAME]`): see `voxloop_policies::PolicyConfig`.
     pub policies: voxloop_policies::PolicyConfig,
@@ -168,6 +173,7 @@ impl Default for AgentSection {
             max_audio_seconds: 120.0,
             persist_sessions: true,
             sessions_dir: None,
+            prefix_cache_mb: 256,
             policies: voxloop_policies::PolicyConfig::default(),
         }
     }

@@ -554,3 +554,65 @@ fn without_a_model_chat_completions_answer_503() {
     assert_eq!(status, 503, "{answer}");
     openai_error("no model", &answer);
 }
+
+/// Same seed, same history: the answer over HTTP is the one the agent gives in-process on the
+/// same checkpoint (a sampled one, so the draws must line up too), so the HTTP layer adds and
+/// loses nothing.
+#[test]
+fn the_http_answer_equals_the_in_process_answer() {
+    use futures::StreamExt;
+    use voxloop_core::agent::{Agent, AgentConfig, AgentEvent};
+    use voxloop_core::session::{HumanPart, Session, SessionSettings, Turn};
+
+    let server = serve();
+    let system = "You are a terse assistant.";
+    let question = "Tell me something about the sea.";
+    let (status, body) = chat(
+        server.addr,
+        &json!({
+            "model": MODEL,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": question},
+            ],
+            "temperature": 0.9,
+            "seed": 5,
+            "max_completion_tokens": 24,
+        }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let over_http = only_choice(&body)["message"]["content"].as_str().unwrap().to_owned();
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let in_process = runtime.block_on(async {
+        let model = root().join("core/tests/fixtures/llm/tiny_a");
+        let agent = Agent::load(
+            &model,
+            voxloop_core::DeviceSpec::Cpu,
+            voxloop_core::tool::ToolRegistry::new(),
+            AgentConfig::default(),
+        )
+        .unwrap();
+        let mut settings = SessionSettings { speech: false, max_steps: 1, ..Default::default() };
+        settings.tool_choice = voxloop_core::protocol::ToolChoice::None;
+        settings.sampling.temperature = 0.9;
+        settings.sampling.seed = Some(5);
+        settings.sampling.max_new_tokens = 24;
+        let history = vec![
+            Turn::System { text: system.into() },
+            Turn::Human { parts: vec![HumanPart::Text { text: question.into() }] },
+        ];
+        let mut session = Session::with_history(settings, history);
+        let client = std::sync::Arc::new(agent.client_tools(Vec::new(), true).unwrap());
+        let events: Vec<_> = agent.continue_turn(&mut session, Some(client), None).collect().await;
+        events
+            .into_iter()
+            .filter_map(|event| match event {
+                AgentEvent::TextDelta { text, in_speech: false } => Some(text),
+                _ => None,
+            })
+            .collect::<String>()
+    });
+    assert!(!in_process.is_empty());
+    assert_eq!(over_http, in_process);
+}

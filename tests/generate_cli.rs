@@ -172,6 +172,8 @@ fn greedy_ids_match_the_parity_fixture() {
         "--device",
         "cpu",
         "--show-ids",
+        // Upstream samples from the whole vocabulary, speech codes included.
+        "--unmasked",
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));

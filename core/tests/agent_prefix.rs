@@ -69,6 +69,48 @@ async fn a_session_that_repeats_the_last_conversation_prefills_only_what_is_new(
 }
 
 #[tokio::test]
+async fn a_conversation_that_lost_the_cache_gets_its_prefix_back_from_a_saved_copy() {
+    let agent = agent(ToolRegistry::new(), AgentConfig::default());
+    let settings = settings(ToolChoice::None, false, 16);
+    let mut a = Session::new(settings.clone());
+    run(&agent, &mut a, "First conversation, about the sea and its long grey waves.").await;
+    let a_len = a.cached_ids().len();
+    let mut b = Session::new(settings.clone());
+    run(&agent, &mut b, "Second conversation, about mountains.").await;
+    assert_eq!(agent.saved_prefixes().0, 1, "the first conversation was copied when cut");
+
+    // The first conversation comes back (as a stateless API resends it): all of it is
+    // restored from the copy, and the answer is the one a cold cache gives.
+    let mut history = a.history().to_vec();
+    history.push(Turn::Human {
+        parts: vec![voxloop_core::session::HumanPart::Text { text: "Go on.".into() }],
+    });
+    let mut back = Session::with_history(settings.clone(), history.clone());
+    let events: Vec<_> = agent.continue_turn(&mut back, None, None).collect().await;
+    assert_eq!(step_usages(&events)[0].cached_tokens, a_len);
+    assert_cache_matches_history(&agent, &back).await;
+
+    let config = AgentConfig { reuse_prefix: false, ..AgentConfig::default() };
+    let cold = agent_support::agent(ToolRegistry::new(), config);
+    let mut fresh = Session::with_history(settings.clone(), history.clone());
+    let events: Vec<_> = cold.continue_turn(&mut fresh, None, None).collect().await;
+    assert_eq!(step_usages(&events)[0].cached_tokens, 0);
+    assert_eq!(answer(&back), answer(&fresh), "a restored cache answers as a fresh prefill");
+
+    // Without a budget nothing is copied: only the system turn is shared with the live one.
+    let config = AgentConfig { prefix_cache_bytes: 0, ..AgentConfig::default() };
+    let small = agent_support::agent(ToolRegistry::new(), config);
+    let mut a = Session::new(settings.clone());
+    run(&small, &mut a, "First conversation, about the sea and its long grey waves.").await;
+    let mut b = Session::new(settings.clone());
+    run(&small, &mut b, "Second conversation, about mountains.").await;
+    assert_eq!(small.saved_prefixes(), (0, 0));
+    let mut back = Session::with_history(settings, history);
+    let events: Vec<_> = small.continue_turn(&mut back, None, None).collect().await;
+    assert_eq!(step_usages(&events)[0].cached_tokens, back.turn_ids(0).unwrap().len());
+}
+
+#[tokio::test]
 async fn client_tools_end_the_turn_with_their_calls_and_resume_from_the_results() {
     let agent = agent(basic_tools(), AgentConfig::default());
     let weather = ToolDefinition {

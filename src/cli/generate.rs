@@ -18,12 +18,13 @@ use clap::{ArgGroup, Args, ValueEnum};
 use futures::StreamExt;
 use tch::{Device, Kind};
 use voxloop_core::agent::{
-    Agent, AgentConfig, AgentEvent, SpeechRenderer, TurnEndReason, TurnInput, Usage,
+    Agent, AgentConfig, AgentEvent, ConstraintFactory, SpeechRenderer, TurnEndReason, TurnInput,
+    Usage,
 };
 use voxloop_core::audio::{prepare_audio, AudioLimits};
-use voxloop_core::generate::InferenceWorker;
+use voxloop_core::generate::{InferenceWorker, LogitsMask};
 use voxloop_core::model::StepAudio2;
-use voxloop_core::protocol::ToolChoice;
+use voxloop_core::protocol::{GenerationMode, ToolChoice};
 use voxloop_core::session::{DateLine, SamplingSettings, Session, SessionSettings, Turn};
 use voxloop_core::tokenizer::{SpecialTokens, StepTokenizer, TokenClass};
 use voxloop_core::tool::ToolRegistry;
@@ -84,6 +85,11 @@ pub struct GenerateArgs {
     /// Also print the prompt's length and the generated token ids.
     #[arg(long)]
     show_ids: bool,
+    /// Sample from the whole vocabulary, as upstream's `generate` does (a text answer may
+    /// then hold speech codes); for parity checks [default: a text answer masks the speech
+    /// vocabulary]
+    #[arg(long)]
+    unmasked: bool,
     /// Render the spoken answer (needs `--speech`, `--voice` and token2wav) into this WAV
     /// file (24 kHz, 16-bit mono).
     #[arg(long, value_name = "FILE", requires_all = ["speech", "voice"])]
@@ -95,6 +101,19 @@ pub struct GenerateArgs {
     /// else `<model>/token2wav`]
     #[arg(long, value_name = "DIR", requires = "wav")]
     token2wav: Option<PathBuf>,
+}
+
+/// `--unmasked`: no logits mask at all (there are no tools to constrain).
+struct Unmasked;
+
+impl ConstraintFactory for Unmasked {
+    fn build(
+        &self,
+        _: &ToolChoice,
+        _: GenerationMode,
+    ) -> voxloop_core::Result<Option<Box<dyn LogitsMask + Send>>> {
+        Ok(None)
+    }
 }
 
 /// `--dtype`.
@@ -173,6 +192,7 @@ pub fn run(args: GenerateArgs, config: &Config) -> anyhow::Result<()> {
         .transpose()?;
 
     let (agent, load) = load_agent(dir, device, kind, Arc::clone(&tokenizer), args.now)?;
+    let agent = if args.unmasked { agent.with_constraints(Arc::new(Unmasked)) } else { agent };
     let renderer = match &args.wav {
         Some(_) => Some(load_token2wav(&args, config, device)?),
         None => None,
@@ -538,6 +558,7 @@ mod tests {
             device: None,
             dtype: None,
             show_ids: false,
+            unmasked: false,
             wav: None,
             voice: None,
             token2wav: None,

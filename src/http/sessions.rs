@@ -16,9 +16,9 @@
 //! (base64 of 16-bit little-endian mono PCM; only when a voice is loaded), `tool_call`
 //! {id, name, arguments}, `approval_request` {id, name, arguments, timeout_ms} (see below),
 //! `tool_result` {id, name, ok, output | error, duration_ms},
-//! `usage` {step, input_tokens, output_tokens, audio_tokens}, `error` {message} (speech
-//! rendering failed; the turn goes on), and last, exactly once, `done` {reason, usage, turns,
-//! error?, save_error?}.
+//! `usage` {step, input_tokens, output_tokens, audio_tokens, cached_tokens}, `error` {message}
+//! (speech rendering failed; the turn goes on), and last, exactly once, `done` {reason, usage,
+//! turns, error?, save_error?}.
 //!
 //! Errors are `{"error": "..."}`: 400 for a malformed request (bad JSON, base64 or audio),
 //! 404 for an unknown session, 409 while the session is in another turn, 413 for a body over

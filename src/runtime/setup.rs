@@ -200,6 +200,7 @@ pub fn load(
     let defaults = session_defaults(config, &tools)?;
     let agent_config = AgentConfig {
         fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,
+        prefix_cache_bytes: config.agent.prefix_cache_mb.saturating_mul(1024 * 1024),
         ..AgentConfig::default().summarise_results_of(WebSearch::NAME)
     };
     let agent =

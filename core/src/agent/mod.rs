@@ -69,6 +69,7 @@
 mod client;
 mod constraints;
 mod events;
+mod prefix;
 mod prompt;
 mod render;
 mod speech;
@@ -91,11 +92,13 @@ pub use render::{Rendered, SpeechRenderer, Utterances};
 pub use speech::{SpeechEngine, SpeechSink};
 pub use stream::{CancelHandle, TurnStream};
 
+use prefix::{CacheLine, PrefixStore};
+
 use crate::audio::AudioChunk;
 use crate::generate::{InferenceWorker, StepModel};
 use crate::model::StepAudio2;
 use crate::protocol::{ToolChoice, SEARCH_SUMMARY_INSTRUCTION};
-use crate::session::{CacheState, HumanPart, Session, SessionSettings, Turn};
+use crate::session::{HumanPart, Session, SessionSettings};
 use crate::tokenizer::StepTokenizer;
 use crate::tool::{ToolDefinition, ToolRegistry};
 use crate::{DeviceSpec, Error, Result};
@@ -123,9 +126,13 @@ pub struct AgentConfig {
     /// The date line is part of the prompt, so it changes what the model generates: fix it
     /// where runs must repeat (tests, evaluations, replays).
     pub fixed_now: Option<SystemTime>,
-    /// Whether a session the cache does not hold may reuse the prefix it shares with the
-    /// conversation the model ran last (see "Prefix reuse" in the module documentation).
+    /// Whether a session the cache does not hold may reuse the turns it shares with the
+    /// conversation the model ran last or with a saved one (see "Prefix reuse" in the module
+    /// documentation).
     pub reuse_prefix: bool,
+    /// The most memory the saved copies of earlier conversations' KV caches may take, in
+    /// bytes (0: none is kept; only the live conversation is reused).
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for AgentConfig {
@@ -138,6 +145,7 @@ impl Default for AgentConfig {
             result_instructions: HashMap::new(),
             fixed_now: None,
             reuse_prefix: true,
+            prefix_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -212,9 +220,9 @@ pub struct Agent {
     constraints: Arc<dyn ConstraintFactory>,
     /// The default grammar, from which [`ClientTools`] are compiled.
     grammar: GrammarConstraints,
-    /// What the model's cache holds after the last turn that ended cleanly; `None` while a
-    /// turn runs or after one was dropped.
-    live: std::sync::Mutex<Option<LiveCache>>,
+    /// What the model's cache holds after the last turn that ended cleanly (`None` while a
+    /// turn runs or after one was dropped), and copies of earlier conversations.
+    prefixes: std::sync::Mutex<PrefixStore>,
     instance: u64,
     /// Bumped each time the cache is cleared for a session.
     epoch: AtomicU64,
@@ -241,6 +249,7 @@ impl Agent {
         config: AgentConfig,
     ) -> Result<Self> {
         let grammar = GrammarConstraints::new(&tokenizer, &tools.definitions())?;
+        let prefixes = std::sync::Mutex::new(PrefixStore::new(config.prefix_cache_bytes));
         Ok(Self {
             worker,
             tokenizer,
@@ -248,7 +257,7 @@ impl Agent {
             config,
             constraints: Arc::new(grammar.clone()),
             grammar,
-            live: std::sync::Mutex::new(None),
+            prefixes,
             instance: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             lease: tokio::sync::Mutex::new(()),
@@ -309,7 +318,7 @@ impl Agent {
     /// next turn.
     pub fn forget_cache(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        *self.live_cache() = None;
+        self.prefixes().forget_live();
     }
 
     /// Compiles the call grammar of tools a client declares and runs itself (see
@@ -410,12 +419,12 @@ impl Agent {
 
     /// Makes the model's cache hold a prefix of `session`'s history and records which: the
     /// session's own ids when the cache still holds them (cut back to them, in case a dropped
-    /// turn left more); else the turns it shares with the conversation the model ran last
-    /// (a new epoch: the cache now belongs to this session's line); else nothing (cleared, a
-    /// new epoch).
+    /// turn left more); else the most it shares with the conversation the model ran last or
+    /// with a saved one (see [`prefix`]), in a new epoch (the cache now belongs to this
+    /// session's line); else nothing (cleared, a new epoch).
     pub(crate) async fn prepare_cache(&self, session: &mut Session) -> Result<()> {
         // Until this turn ends cleanly, nobody may trust the record of the last one.
-        let live = self.live_cache().take();
+        let live = self.prefixes().take_live();
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some(cache) = session.cache() {
             if cache.owner == self.instance && cache.epoch == epoch {
@@ -426,17 +435,50 @@ impl Agent {
             }
         }
         let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        let shared = live
-            .filter(|live| self.config.reuse_prefix && live.cache.epoch + 1 == epoch)
-            .and_then(|live| live.shared_with(session.history()));
-        if let Some(mut shared) = shared {
-            let len = shared.ids.len();
-            if let Ok(Ok(())) = self.on_worker(move |model| model.truncate(len)).await {
-                shared.owner = self.instance;
-                shared.epoch = epoch;
-                session.adopt_cache(shared);
-                return Ok(());
+        let reuse = self.config.reuse_prefix;
+        let live = live.filter(|live| reuse && live.cache.epoch + 1 == epoch);
+        let from_live = live.as_ref().and_then(|live| live.shared_with(session.history()));
+        let from_saved = if reuse { self.prefixes().best_saved(session.history()) } else { None };
+        let live_len = from_live.as_ref().map_or(0, |c| c.ids.len());
+        let restore = from_saved.filter(|(_, shared)| shared.ids.len() > live_len);
+
+        // The live conversation is about to be cut: keep a copy for its return.
+        if let Some(line) = live {
+            let keeps_all = restore.is_none() && live_len == line.cache.ids.len();
+            if !keeps_all && self.prefixes().saves() {
+                let len = line.cache.ids.len();
+                if let Ok(Ok(Some(snapshot))) =
+                    self.on_worker(move |model| model.save_prefix(len)).await
+                {
+                    self.prefixes().save(line, snapshot);
+                }
             }
+        }
+        let adopted = match (restore, from_live) {
+            (Some((snapshot, shared)), _) => {
+                let len = shared.ids.len();
+                let restored = self
+                    .on_worker(move |model| {
+                        let snapshot =
+                            snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        model.restore_prefix(&snapshot)?;
+                        model.truncate(len)
+                    })
+                    .await;
+                matches!(restored, Ok(Ok(()))).then_some(shared)
+            }
+            (None, Some(shared)) => {
+                let len = shared.ids.len();
+                let cut = self.on_worker(move |model| model.truncate(len)).await;
+                matches!(cut, Ok(Ok(()))).then_some(shared)
+            }
+            (None, None) => None,
+        };
+        if let Some(mut shared) = adopted {
+            shared.owner = self.instance;
+            shared.epoch = epoch;
+            session.adopt_cache(shared);
+            return Ok(());
         }
         self.on_worker(|model| model.clear()).await?;
         session.reset_cache(self.instance, epoch);
@@ -448,44 +490,21 @@ impl Agent {
         let epoch = self.epoch.load(Ordering::SeqCst);
         let live =
             session.cache().filter(|c| c.owner == self.instance && c.epoch == epoch).map(|cache| {
-                LiveCache {
+                CacheLine {
                     turns: session.history()[..cache.turns.len()].to_vec(),
                     cache: cache.clone(),
                 }
             });
-        *self.live_cache() = live;
+        self.prefixes().set_live(live);
     }
 
-    fn live_cache(&self) -> std::sync::MutexGuard<'_, Option<LiveCache>> {
-        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// How many copies of earlier conversations' caches are kept, and their bytes.
+    pub fn saved_prefixes(&self) -> (usize, usize) {
+        self.prefixes().saved_stats()
     }
-}
 
-/// The turns in the model's cache and their positions, as the last turn left them.
-#[derive(Debug)]
-struct LiveCache {
-    turns: Vec<Turn>,
-    cache: CacheState,
-}
-
-impl LiveCache {
-    /// The cache record of the longest run of leading turns `history` shares with it, or
-    /// `None` when not even the first turn is the same.
-    fn shared_with(self, history: &[Turn]) -> Option<CacheState> {
-        let shared = self.turns.iter().zip(history).take_while(|(a, b)| a == b).count();
-        if shared == 0 {
-            return None;
-        }
-        let LiveCache { cache, .. } = self;
-        let end = cache.turns[shared - 1].end;
-        Some(CacheState {
-            owner: cache.owner,
-            epoch: cache.epoch,
-            ids: cache.ids[..end].to_vec(),
-            turns: cache.turns[..shared].to_vec(),
-            // Only the very last turn can be an assistant turn without its `<|EOT|>`.
-            open: cache.open && shared == cache.turns.len(),
-        })
+    fn prefixes(&self) -> std::sync::MutexGuard<'_, PrefixStore> {
+        self.prefixes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -45,6 +45,7 @@ pub use sampler::{
 pub use worker::{GenerationEvent, GenerationRequest, GenerationStream, InferenceWorker, Reply};
 
 use crate::audio::AudioChunk;
+use crate::model::KvSnapshot;
 use crate::Result;
 
 /// A piece of a prompt; see the module documentation.
@@ -87,4 +88,17 @@ pub trait StepModel {
 
     /// Empties the cache.
     fn clear(&mut self);
+
+    /// A copy of the first `len` positions of the cache, to restore later; `None` when the
+    /// model cannot (the default).
+    fn save_prefix(&self, len: usize) -> Result<Option<KvSnapshot>> {
+        let _ = len;
+        Ok(None)
+    }
+
+    /// Replaces the cache with a copy [`StepModel::save_prefix`] made.
+    fn restore_prefix(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        let _ = snapshot;
+        Err(crate::Error::InvalidPrompt("this model cannot restore a KV snapshot".to_owned()))
+    }
 }

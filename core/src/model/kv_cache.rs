@@ -23,6 +23,38 @@ struct LayerKv {
 }
 
 /// Keys and values of every decoder layer for the positions seen so far.
+/// A copy of the first positions of a [`KvCache`] (every layer's keys and values), to put
+/// back later with [`KvCache::restore`]: how a conversation that lost the cache to another
+/// gets its prefix back without prefilling it again.
+#[derive(Debug)]
+pub struct KvSnapshot {
+    len: usize,
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvSnapshot {
+    /// The positions it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no position.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memory its tensors take, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(k, v)| {
+                let elements = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+                elements(k) + elements(v)
+            })
+            .sum()
+    }
+}
+
 #[derive(Debug)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
@@ -152,6 +184,42 @@ impl KvCache {
         self.len = 0;
     }
 
+    /// Copies the first `len` positions (`len` ≤ [`Self::len`]).
+    pub fn snapshot(&self, len: usize) -> Result<KvSnapshot> {
+        if len > self.len {
+            return Err(Error::InvalidTruncate { requested: len, len: self.len });
+        }
+        let n = len as i64;
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                Ok((layer.keys.f_narrow(2, 0, n)?.copy(), layer.values.f_narrow(2, 0, n)?.copy()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvSnapshot { len, layers })
+    }
+
+    /// Replaces what the cache holds with `snapshot` (taken from a cache of the same shape).
+    pub fn restore(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        if snapshot.layers.len() != self.n_layers && snapshot.len > 0 {
+            return Err(Error::InvalidPrompt(format!(
+                "a KV snapshot of {} layers cannot fill a cache of {}",
+                snapshot.layers.len(),
+                self.n_layers
+            )));
+        }
+        self.len = 0;
+        self.reserve(snapshot.len)?;
+        let n = snapshot.len as i64;
+        for (layer, (keys, values)) in self.layers.iter_mut().zip(&snapshot.layers) {
+            layer.keys.f_narrow(2, 0, n)?.f_copy_(keys)?;
+            layer.values.f_narrow(2, 0, n)?.f_copy_(values)?;
+        }
+        self.len = snapshot.len;
+        Ok(())
+    }
+
     /// Forgets every position and frees the buffers.
     pub fn release(&mut self) {
         self.len = 0;
@@ -187,6 +255,39 @@ mod tests {
         assert!(k.narrow(2, 0, 10).equal(&first));
         assert!(v.narrow(2, 0, 10).equal(&(&first * 2.0)));
         assert!(k.narrow(2, 10, 100).equal(&second));
+    }
+
+    #[test]
+    fn a_snapshot_is_a_copy_that_restores_the_prefix() {
+        let mut cache = KvCache::new(2, 2, 3, 1000, Kind::Float, Device::Cpu);
+        cache.reserve(10).unwrap();
+        let first = filled(10, 0.0);
+        for layer in 0..2 {
+            let _ = cache.write(layer, &first, &(&first * 2.0)).unwrap();
+        }
+        cache.advance(10);
+        let snapshot = cache.snapshot(6).unwrap();
+        assert_eq!(snapshot.len(), 6);
+        assert_eq!(snapshot.bytes(), 2 * 2 * (2 * 6 * 3) * 4);
+        assert!(cache.snapshot(11).is_err());
+
+        // Overwrite the cache; the snapshot keeps what it copied.
+        cache.clear();
+        cache.reserve(10).unwrap();
+        for layer in 0..2 {
+            let _ = cache.write(layer, &filled(10, 500.0), &filled(10, 500.0)).unwrap();
+        }
+        cache.advance(10);
+        cache.restore(&snapshot).unwrap();
+        assert_eq!(cache.len(), 6);
+        cache.reserve(1).unwrap();
+        let (k, v) = cache.write(1, &filled(1, -1.0), &filled(1, -1.0)).unwrap();
+        assert!(k.narrow(2, 0, 6).equal(&first.narrow(2, 0, 6)));
+        assert!(v.narrow(2, 0, 6).equal(&(&first * 2.0).narrow(2, 0, 6)));
+
+        let other = KvCache::new(3, 2, 3, 1000, Kind::Float, Device::Cpu);
+        let mut other = other;
+        assert!(other.restore(&snapshot).is_err(), "another layer count");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 pub use config::{AudioEncoderConfig, Config, TextConfig, TokenIds};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvSnapshot};
 
 use crate::nn::Linear;
 use encoder::{Adaptor, AudioEncoder};

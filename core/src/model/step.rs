@@ -2,7 +2,7 @@
 
 use tch::Tensor;
 
-use super::StepAudio2;
+use super::{KvSnapshot, StepAudio2};
 use crate::generate::{Segment, StepModel};
 use crate::{Error, Result};
 
@@ -69,5 +69,13 @@ impl StepModel for StepAudio2 {
 
     fn clear(&mut self) {
         StepAudio2::clear(self);
+    }
+
+    fn save_prefix(&self, len: usize) -> Result<Option<KvSnapshot>> {
+        self.cache.snapshot(len).map(Some)
+    }
+
+    fn restore_prefix(&mut self, snapshot: &KvSnapshot) -> Result<()> {
+        self.cache.restore(snapshot)
     }
 }
