@@ -1,5 +1,6 @@
 //! Tool result → first token of the continued answer: extending the KV cache (what the agent
-//! loop does) against re-prefilling the whole history, at several history lengths.
+//! loop does) against re-prefilling the whole history, at several history lengths; and the
+//! same question for a stateless call (Chat Completions) that resends its conversation.
 //!
 //! ```text
 //! cargo bench -p voxloop-core --bench agent -- [--history 512,2048,8192] [--repeats N]
@@ -26,6 +27,12 @@
 //!   tokenizing the result, the hop to the inference thread and the prefill included. Median
 //!   of `--repeats` after a warm-up, as the step level; the table shows the history the turn
 //!   really had and the ids the result added (step 2's prompt).
+//! - **stateless call**: a conversation of about N ids (system turn, a human turn, the answer)
+//!   comes back as a new session with one more user message, as the Chat Completions front
+//!   door rebuilds it for each request; time from the call to its first sampling, with the
+//!   prefix the model still holds reused (`reuse_prefix`, the default) against an agent with
+//!   reuse off that prefills it all again (see [`stateless_level`]). Median of `--repeats`
+//!   after a warm-up, the two alternating; the speed-up per repeat, median and min–max.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke run of a few
 //! seconds on the tiny fixture checkpoint with short histories.
@@ -49,7 +56,7 @@ use voxloop_core::protocol::{
     encode_pieces, prompt_ids, render, GenerationMode, Message, ToolChoice,
     SEARCH_SUMMARY_INSTRUCTION,
 };
-use voxloop_core::session::{Session, SessionSettings};
+use voxloop_core::session::{HumanPart, Session, SessionSettings, Turn};
 use voxloop_core::tokenizer::StepTokenizer;
 use voxloop_core::tool::{NoArgs, Tool, ToolRegistry};
 use voxloop_core::DeviceSpec;
@@ -473,6 +480,120 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<AgentFig
     Ok(AgentFigures { result_to_token: median(times), history, prompt })
 }
 
+// ----- a stateless call (Chat Completions) -----
+
+/// Notes when the step first samples; masks nothing.
+struct FirstSample {
+    mark: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ConstraintFactory for FirstSample {
+    fn build(
+        &self,
+        _: &ToolChoice,
+        _: GenerationMode,
+    ) -> voxloop_core::Result<Option<Box<dyn LogitsMask + Send>>> {
+        let mark = Arc::clone(&self.mark);
+        Ok(Some(Box::new(move |_: &mut Tensor, _: &[i64]| {
+            if let Ok(mut slot) = mark.lock() {
+                slot.get_or_insert_with(Instant::now);
+            }
+            Ok(())
+        })))
+    }
+}
+
+/// Stateless-call figures for one history length.
+struct StatelessFigures {
+    /// Median time to the first sampling with the prefix reused, and with it prefilled again.
+    reused: Duration,
+    cold: Duration,
+    /// Reused ÷ cold of each repeat: median, min, max.
+    speed_up: (f64, f64, f64),
+    /// The call's prompt: every id of it, and those the reuse found in the cache.
+    prompt: usize,
+    cached: usize,
+}
+
+/// What a Chat Completions call that appends one user message to a conversation of about `n`
+/// ids costs to its first token: the conversation comes back as a new session (the service
+/// rebuilds one per request) and either reuses the turns the model still holds (the prefix
+/// cache) or, with reuse off, prefills all of them again.
+async fn stateless_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<StatelessFigures> {
+    let mark = Arc::new(Mutex::new(None));
+    let load = |reuse_prefix: bool| -> BoxResult<Agent> {
+        let config = AgentConfig { reuse_prefix, ..AgentConfig::default() };
+        let agent = Agent::load(dir, DeviceSpec::Cpu, ToolRegistry::new(), config)?;
+        Ok(agent.with_constraints(Arc::new(FirstSample { mark: Arc::clone(&mark) })))
+    };
+    let (warm, cold) = (load(true)?, load(false)?);
+    let mut settings = SessionSettings {
+        speech: false,
+        tool_choice: ToolChoice::None,
+        ..SessionSettings::default()
+    };
+    settings.sampling.max_new_tokens = 16;
+    settings.sampling.seed = Some(7);
+    let tok = warm.tokenizer();
+    let system = settings.system_text(std::time::SystemTime::now());
+    let prelude = prompt_ids(&encode_pieces(
+        &render(&[
+            Message::system(system.clone()),
+            Message::human_text(""),
+            Message::generation_prompt(GenerationMode::Text),
+        ]),
+        tok,
+    )?)
+    .len()
+        + 16;
+    let filler = "the quick brown fox jumps over the lazy dog ".repeat(n / 8 + 1);
+    let words: Vec<&str> = filler.split_whitespace().collect();
+    let per_word = tok.encode_untrusted(&filler)?.len() as f64 / words.len() as f64;
+    let keep = (n.saturating_sub(prelude).max(8) as f64 / per_word) as usize;
+    let text = words[..keep.clamp(1, words.len())].join(" ");
+    let human = |text: &str| Turn::Human { parts: vec![HumanPart::Text { text: text.to_owned() }] };
+    let base = vec![Turn::System { text: system }, human(&text)];
+
+    let (mut reused, mut cold_times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut prompt, mut cached) = (0, 0);
+    for run in 0..=repeats {
+        let mut pair = [Duration::ZERO; 2];
+        for (slot, agent) in [&warm, &cold].into_iter().enumerate() {
+            // The earlier call, whose answer the client sends back with its next message.
+            let mut earlier = Session::with_history(settings.clone(), base.clone());
+            let _: Vec<_> = agent.continue_turn(&mut earlier, None, None).collect().await;
+            let mut history = earlier.history().to_vec();
+            history.push(human("And what happened next?"));
+            *mark.lock().map_err(|_| "poisoned")? = None;
+            let start = Instant::now();
+            let mut call = Session::with_history(settings.clone(), history);
+            let events: Vec<_> = agent.continue_turn(&mut call, None, None).collect().await;
+            let first = mark.lock().map_err(|_| "poisoned")?.ok_or("the call did not sample")?;
+            pair[slot] = first.duration_since(start);
+            if slot == 0 {
+                for event in &events {
+                    if let AgentEvent::Usage { step: 1, usage } = event {
+                        prompt = usage.input_tokens + usage.cached_tokens;
+                        cached = usage.cached_tokens;
+                    }
+                }
+            }
+        }
+        if run > 0 {
+            reused.push(pair[0]);
+            cold_times.push(pair[1]);
+            ratios.push(pair[1].as_secs_f64() / pair[0].as_secs_f64());
+        }
+    }
+    Ok(StatelessFigures {
+        reused: median(reused),
+        cold: median(cold_times),
+        speed_up: spread(ratios),
+        prompt,
+        cached,
+    })
+}
+
 fn run(o: &Options) -> BoxResult<()> {
     tch::set_num_threads(o.threads);
     let (dir, _guard) = if o.bench {
@@ -513,6 +634,23 @@ fn run(o: &Options) -> BoxResult<()> {
             agent.result_to_token.as_secs_f64() * 1e3,
             agent.history,
             agent.prompt,
+        );
+    }
+    println!();
+    println!(
+        "| history ids | stateless call: prefix reused ms | prefilled again ms | speed-up, \
+         median (min–max) | call prompt ids (reused) |"
+    );
+    println!("|---|---|---|---|---|");
+    for &n in &o.histories {
+        let call = runtime.block_on(stateless_level(&dir, n, o.repeats))?;
+        let (speed_up, low, high) = call.speed_up;
+        println!(
+            "| {n} | {:.1} | {:.1} | {speed_up:.1}x ({low:.1}–{high:.1}) | {} ({}) |",
+            call.reused.as_secs_f64() * 1e3,
+            call.cold.as_secs_f64() * 1e3,
+            call.prompt,
+            call.cached,
         );
     }
     println!("\nload average at end: {}", load_average());
