@@ -135,10 +135,13 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let _telemetry = init_logging(&config)?;
     // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
     let index = cli::index::open_existing(&config)?.map(std::sync::Arc::new);
+    let runtime = tokio::runtime::Runtime::new()?;
+    // The MCP servers' processes and clients live on the runtime that serves.
+    let external = runtime.block_on(mcp::client::start_all(&config.mcp.servers));
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
-    let agent = runtime::setup::load(&config, index.clone())?.map(std::sync::Arc::new);
+    let agent = runtime::setup::load(&config, index.clone(), &external)?.map(std::sync::Arc::new);
     let mcp = if config.mcp.http {
         let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
         Some(mcp::router(std::sync::Arc::new(tools), index.clone(), &config.mcp))
@@ -147,11 +150,9 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     };
     let tool_schemas = match &agent {
         Some(rt) => rt.agent.tools().tool_json_schemas()?,
-        None => {
-            runtime::setup::build_tools(&config, index.as_ref(), None, None)?.tool_json_schemas()?
-        }
+        None => runtime::setup::build_tools(&config, index.as_ref(), None, None, &external)?
+            .tool_json_schemas()?,
     };
-    let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let listener = http::server::bind(config.server.addr).await?;
         tracing::info!(

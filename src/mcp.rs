@@ -34,6 +34,7 @@ use voxloop_retrieval::AudioIndex;
 
 use crate::config::mcp::McpConfig;
 
+pub mod client;
 mod clip;
 
 /// One client's view of the tools: the shared registry, the audio index `audio_clip` reads

@@ -14,7 +14,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,24 +31,6 @@ const OFFLINE_TOOLS: &str =
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory holding the `openai` package, or `None` (the SDK tests are skipped) where it
-/// was not installed; under `VOXLOOP_REQUIRE_MODELS=1` (`make test`) its absence is a failure.
-fn python_clients() -> Option<PathBuf> {
-    match std::env::var_os("VOXLOOP_PYCLIENTS") {
-        Some(dir) if Path::new(&dir).join("openai").is_dir() => Some(PathBuf::from(dir)),
-        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
-            panic!(
-                "VOXLOOP_PYCLIENTS is not a directory with the `openai` package \
-                 (scripts/pyclients.sh)"
-            )
-        }
-        _ => {
-            eprintln!("VOXLOOP_PYCLIENTS unset: the OpenAI SDK tests are skipped");
-            None
-        }
-    }
 }
 
 /// `voxloop serve` on the tiny checkpoint, with a data dir whose voice library holds the
@@ -173,7 +155,7 @@ fn audio_message(data: &str) -> Value {
 /// repeat, `max_tokens` and `stop` honoured.
 #[test]
 fn text_in_gives_text_out_with_usage() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("openai") else { return };
     let server = serve();
     let report = client(&pyclients, "text", server.addr, &[]);
 
@@ -216,7 +198,7 @@ fn text_in_gives_text_out_with_usage() {
 /// `tts_content.tts_audio` is a run of `<audio_N>` tokens.
 #[test]
 fn speech_in_gives_text_and_a_wav_answer() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("openai") else { return };
     let recording = tempfile::tempdir().unwrap();
     let wav = recording.path().join("question.wav");
     let spoke = Command::new("espeak-ng")
@@ -270,7 +252,7 @@ fn speech_in_gives_text_and_a_wav_answer() {
 /// SDK returned it with a `tool` message answering its id; `none` then answers in text.
 #[test]
 fn a_forced_tool_call_goes_round_trip_through_a_tool_message() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("openai") else { return };
     let server = serve();
     let report = client(&pyclients, "tools", server.addr, &[]);
 
@@ -326,7 +308,7 @@ fn a_forced_tool_call_goes_round_trip_through_a_tool_message() {
 /// audio transcript (pcm16 deltas); each stream has one id, one finish and a usage chunk.
 #[test]
 fn streamed_answers_reassemble_to_the_non_streamed_ones() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("openai") else { return };
     let server = serve();
     let report = client(&pyclients, "stream", server.addr, &[]);
 
@@ -378,7 +360,7 @@ fn streamed_answers_reassemble_to_the_non_streamed_ones() {
 /// `audio` voice a `BadRequestError`.
 #[test]
 fn the_sdk_raises_its_typed_errors() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("openai") else { return };
     let server = serve();
     let report = client(&pyclients, "errors", server.addr, &[]);
 

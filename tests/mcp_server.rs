@@ -15,21 +15,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding the `mcp` package, or `None` (the test is skipped) where it was not
-/// installed; under `VOXLOOP_REQUIRE_MODELS=1` (`make test`) its absence is a failure.
-fn python_clients() -> Option<PathBuf> {
-    match std::env::var_os("VOXLOOP_PYCLIENTS") {
-        Some(dir) if Path::new(&dir).join("mcp").is_dir() => Some(PathBuf::from(dir)),
-        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
-            panic!("VOXLOOP_PYCLIENTS is not a directory with the `mcp` package (scripts/pyclients.sh)")
-        }
-        _ => {
-            eprintln!("VOXLOOP_PYCLIENTS unset: the MCP client tests are skipped");
-            None
-        }
-    }
-}
-
 /// A data dir whose audio index holds the sample library (`make run`'s) and whose voice
 /// library holds the token2wav fixture's voice (`fixture`), and a config file with `extra`
 /// appended; web search is off so that no call leaves the machine.
@@ -116,7 +101,7 @@ fn tool<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("mcp") else { return };
     let (_tmp, config, samples) = indexed_data_dir("");
     let bell = bell_id(&config);
     let calls = json!([
@@ -166,7 +151,7 @@ fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
 
 #[test]
 fn a_client_over_its_rate_limit_gets_an_error_result() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("mcp") else { return };
     // One call a minute: the second of two calls in a row is over the limit.
     let (_tmp, config) = data_dir("[mcp]\ncalls_per_minute = 1\n");
     let calls = json!([
@@ -183,7 +168,7 @@ fn a_client_over_its_rate_limit_gets_an_error_result() {
 
 #[test]
 fn the_service_answers_mcp_over_http_behind_its_bearer_token() {
-    let Some(pyclients) = python_clients() else { return };
+    let Some(pyclients) = support::python_clients("mcp") else { return };
     let (_tmp, config) = data_dir("[mcp]\nbearer_token = \"t0ken\"\n");
     let (child, addr) = support::start_server(voxloop(&config));
     let _server = support::Server { child, addr, _dir: None };

@@ -1,5 +1,8 @@
 //! `[mcp]`: voxloop's tools offered over the Model Context Protocol (see `src/mcp.rs`).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -12,6 +15,12 @@ use super::ConfigError;
 /// calls_per_minute = 60      # per client; more are refused
 /// bearer_token = "s3cret"    # or VOXLOOP_MCP_TOKEN; unset: /mcp is open
 /// allowed_hosts = ["localhost", "127.0.0.1", "::1", "voice.example.com"]
+///
+/// [[mcp.servers]]            # tools from an MCP server, as `files__read_file`, ...
+/// name = "files"
+/// command = "npx"
+/// args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+/// env = { LOG_LEVEL = "warn" }
 /// ```
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +39,40 @@ pub struct McpConfig {
     /// guards a local server against DNS rebinding. Add the names clients use when the
     /// service listens beyond loopback; an empty list allows any host.
     pub allowed_hosts: Vec<String>,
+    /// MCP servers whose tools the agent gets (see `crate::mcp::client`).
+    pub servers: Vec<McpServerConfig>,
+}
+
+/// `[[mcp.servers]]`: one MCP server run as a child process speaking MCP on stdio.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// The prefix of its tools' names (`<name>__<tool>`): letters, digits, `_` and `-`.
+    pub name: String,
+    /// The program to run.
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables set for it (on top of voxloop's own).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A streamable-HTTP server's URL (not supported yet: refused with a message).
+    pub url: Option<String>,
+    /// How long starting it (the handshake and the tool list) may take, in ms.
+    #[serde(default = "default_startup_ms")]
+    pub startup_timeout_ms: u64,
+}
+
+fn default_startup_ms() -> u64 {
+    20_000
+}
+
+impl McpServerConfig {
+    /// [`Self::startup_timeout_ms`].
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_millis(self.startup_timeout_ms)
+    }
 }
 
 impl Default for McpConfig {
@@ -39,6 +82,7 @@ impl Default for McpConfig {
             calls_per_minute: 120,
             bearer_token: None,
             allowed_hosts: ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec(),
+            servers: Vec::new(),
         }
     }
 }
@@ -62,6 +106,31 @@ impl McpConfig {
         if self.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
             return Err(bad("bearer_token", "must not be empty (leave it unset for no token)"));
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, server) in self.servers.iter().enumerate() {
+            let field = |name: &str| format!("servers[{i}].{name}");
+            let name_ok = !server.name.is_empty()
+                && server.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !name_ok {
+                return Err(bad(&field("name"), "must be letters, digits, _ or - (not empty)"));
+            }
+            if !names.insert(server.name.as_str()) {
+                return Err(bad(&field("name"), "is given to two servers"));
+            }
+            if server.url.is_some() {
+                return Err(bad(
+                    &field("url"),
+                    "streamable-HTTP MCP servers are not supported yet; run the server as a \
+                     command (stdio)",
+                ));
+            }
+            if server.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
+                return Err(bad(&field("command"), "is required (the program to run)"));
+            }
+            if server.startup_timeout_ms == 0 {
+                return Err(bad(&field("startup_timeout_ms"), "must be at least 1"));
+            }
+        }
         Ok(())
     }
 }
@@ -77,6 +146,28 @@ mod tests {
         let empty = McpConfig { bearer_token: Some(" ".into()), ..McpConfig::default() };
         assert!(empty.validate().unwrap_err().to_string().contains("mcp.bearer_token"));
         assert!(McpConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn servers_need_a_clean_unique_name_and_a_command() {
+        let server = |name: &str, command: Option<&str>| McpServerConfig {
+            name: name.into(),
+            command: command.map(Into::into),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            url: None,
+            startup_timeout_ms: 1000,
+        };
+        let with = |servers| McpConfig { servers, ..McpConfig::default() };
+        assert!(with(vec![server("files", Some("npx"))]).validate().is_ok());
+        let error = |c: McpConfig| c.validate().unwrap_err().to_string();
+        assert!(error(with(vec![server("a.b", Some("x"))])).contains("servers[0].name"));
+        assert!(error(with(vec![server("a", None)])).contains("servers[0].command"));
+        let twice = with(vec![server("a", Some("x")), server("a", Some("y"))]);
+        assert!(error(twice).contains("servers[1].name"));
+        let mut http = server("web", None);
+        http.url = Some("http://localhost:1234/mcp".into());
+        assert!(error(with(vec![http])).contains("not supported yet"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use voxloop_core::agent::{Agent, AgentConfig, SpeechRenderer};
 use voxloop_core::audio::AudioLimits;
 use voxloop_core::protocol::ToolChoice;
 use voxloop_core::session::SessionSettings;
-use voxloop_core::tool::{Tool, ToolRegistry};
+use voxloop_core::tool::{DynTool, Tool, ToolRegistry};
 use voxloop_policies::{Approver, Policies, TurnApprover};
 use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
@@ -61,14 +61,16 @@ pub struct VoiceRuntime {
 }
 
 /// The tools the agent gets: the enabled built-ins, `audio_search` when there is an index,
-/// `timbre_rag` when a voice is loaded; each wrapped in its `[agent.policies]` stack, and
-/// those the policies disable left out (so the model is not told of them). Without an
-/// `approver`, calls of tools with `approval = true` are refused.
+/// `timbre_rag` when a voice is loaded, and the tools of the MCP servers (`external`, see
+/// `crate::mcp::client`); each wrapped in its `[agent.policies]` stack, and those the
+/// policies disable left out (so the model is not told of them). Without an `approver`,
+/// calls of tools with `approval = true` are refused.
 pub fn build_tools(
     config: &Config,
     index: Option<&Arc<AudioIndex>>,
     timbre: Option<TimbreRag>,
     approver: Option<Arc<dyn Approver>>,
+    external: &[Arc<dyn DynTool>],
 ) -> anyhow::Result<ToolRegistry> {
     let mut policies = Policies::new(config.agent.policies.clone())
         .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
@@ -103,6 +105,20 @@ pub fn build_tools(
     if let Some(timbre) = timbre.filter(|_| on(TimbreRag::NAME)) {
         registry.register_with(timbre, policies.layers())?;
     }
+    for tool in external.iter().filter(|tool| on(tool.name())) {
+        // A tool the grammar could not take would stop the agent from loading: leave it out.
+        let usable = tool.definition().ok().filter(|d| {
+            !d.name.chars().any(|c| c.is_whitespace() || c.is_control())
+                && d.parameters.get("type").and_then(|t| t.as_str()) == Some("object")
+        });
+        if usable.is_none() {
+            tracing::warn!(tool = tool.name(), "MCP tool left out: its name or schema is unusable");
+            continue;
+        }
+        if let Err(e) = registry.register_dyn_with(Arc::clone(tool), policies.layers()) {
+            tracing::warn!(tool = tool.name(), error = %e, "MCP tool left out");
+        }
+    }
     Ok(registry)
 }
 
@@ -113,7 +129,7 @@ pub fn build_mcp_tools(
     config: &Config,
     index: Option<&Arc<AudioIndex>>,
 ) -> anyhow::Result<ToolRegistry> {
-    let mut registry = build_tools(config, index, None, None)?;
+    let mut registry = build_tools(config, index, None, None, &[])?;
     let policies = Policies::new(config.agent.policies.clone())
         .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
     let (voices_dir, _) = config.voices_dir();
@@ -148,6 +164,7 @@ pub fn parse_tool_choice(text: &str, tools: &ToolRegistry) -> Result<ToolChoice,
 pub fn load(
     config: &Config,
     index: Option<Arc<AudioIndex>>,
+    external: &[Arc<dyn DynTool>],
 ) -> anyhow::Result<Option<AgentRuntime>> {
     config.validate_agent()?;
     let Some(model_dir) = config.model.dir.clone() else {
@@ -196,7 +213,7 @@ pub fn load(
     // Approval questions go to the calling turn's event stream; the HTTP layer files them
     // in `approvals` for the client's answer.
     let approver: Arc<dyn Approver> = Arc::new(TurnApprover::new(config.agent.policies.clone()));
-    let tools = build_tools(config, index.as_ref(), timbre, Some(approver))?;
+    let tools = build_tools(config, index.as_ref(), timbre, Some(approver), external)?;
     let defaults = session_defaults(config, &tools)?;
     let agent_config = AgentConfig {
         fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,

@@ -310,3 +310,20 @@ pub fn tone_wav(seconds: f32) -> Vec<u8> {
     writer.finalize().unwrap();
     cursor.into_inner()
 }
+
+/// The directory of the official Python clients (`VOXLOOP_PYCLIENTS`, installed by
+/// `scripts/pyclients.sh`) when it holds `package`, else `None`: the caller's tests are
+/// skipped, except under `VOXLOOP_REQUIRE_MODELS=1` (`make test`), where its absence fails.
+pub fn python_clients(package: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os("VOXLOOP_PYCLIENTS") {
+        Some(dir) if std::path::Path::new(&dir).join(package).is_dir() => Some(dir.into()),
+        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => panic!(
+            "VOXLOOP_PYCLIENTS is not a directory with the `{package}` package \
+             (scripts/pyclients.sh)"
+        ),
+        _ => {
+            eprintln!("VOXLOOP_PYCLIENTS has no `{package}` package: these tests are skipped");
+            None
+        }
+    }
+}

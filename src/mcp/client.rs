@@ -1,0 +1,319 @@
+//! Tools from MCP servers: each `[[mcp.servers]]` entry is a child process speaking MCP on
+//! stdio (the official Rust SDK, `rmcp`, as the client); its tools join the agent's registry
+//! as `<server>__<tool>` (tool names follow OpenAI's `[A-Za-z0-9_-]{1,64}`, so no `.`), with
+//! their input schemas feeding the call grammar like Rust tools and their calls going through
+//! the `[agent.policies]` stacks under that name. A tool whose name or schema the registry
+//! cannot take is left out with a warning; the rest are unaffected.
+//!
+//! A result's text content is what the model reads; images, audio and resources are named
+//! with their media type and size (`[image/png, 2048 bytes]`). A result flagged `isError` is
+//! a failed call whose message the model reads. A server whose process died is started again
+//! at the next call to one of its tools, at most once per backoff period (1 s, doubling to
+//! 60 s while it keeps failing); meanwhile its tools answer that it is down and why. A call
+//! abandoned by its caller (a timeout policy, a cancelled turn) is cancelled on the server:
+//! dropping an rmcp request sends `notifications/cancelled`.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use rmcp::model::{CallToolRequestParams, ContentBlock, ResourceContents};
+use rmcp::service::{RoleClient, RunningService, ServiceExt};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use voxloop_core::tool::{
+    DynTool, ToolContext, ToolDefinition, ToolError, ToolErrorKind, ToolType,
+};
+
+use crate::config::mcp::McpServerConfig;
+
+/// The longest wait between two restarts of a failing server.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+type Client = RunningService<RoleClient, ()>;
+
+/// One configured server: its process (when running) and its restart schedule.
+pub struct McpServer {
+    config: McpServerConfig,
+    state: Mutex<State>,
+}
+
+enum State {
+    Running(Client),
+    Down { error: String, retry_at: Instant, backoff: Duration },
+}
+
+impl McpServer {
+    /// The server's name (the prefix of its tools).
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Starts the server and lists its tools, as registry entries.
+    pub async fn start(config: McpServerConfig) -> anyhow::Result<Vec<Arc<dyn DynTool>>> {
+        let client = spawn(&config).await?;
+        let listed = tokio::time::timeout(config.startup_timeout(), client.list_all_tools())
+            .await
+            .map_err(|_| anyhow::anyhow!("listing its tools timed out"))?
+            .map_err(|e| anyhow::anyhow!("listing its tools failed: {e}"))?;
+        let server = Arc::new(McpServer { config, state: Mutex::new(State::Running(client)) });
+        let mut tools: Vec<Arc<dyn DynTool>> = Vec::new();
+        for tool in listed {
+            let remote = tool.name.to_string();
+            let name = format!("{}__{remote}", server.name());
+            let annotations = tool.annotations.clone().unwrap_or_default();
+            let definition = ToolDefinition {
+                name: name.clone(),
+                description: tool.description.as_deref().unwrap_or_default().to_owned(),
+                parameters: Value::Object((*tool.input_schema).clone()),
+            };
+            tools.push(Arc::new(McpTool {
+                server: Arc::clone(&server),
+                remote,
+                definition,
+                // A retry is safe only for a call the server says changes nothing twice.
+                idempotent: annotations.idempotent_hint == Some(true)
+                    || annotations.read_only_hint == Some(true),
+            }));
+        }
+        Ok(tools)
+    }
+
+    /// The running client, started again first if the process died and its backoff is over.
+    async fn client(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, ToolError> {
+        let mut state = self.state.lock().await;
+        if let State::Running(client) = &*state {
+            if client.is_transport_closed() {
+                let backoff = Duration::from_secs(1);
+                *state = State::Down {
+                    error: "its process exited".to_owned(),
+                    retry_at: Instant::now(),
+                    backoff,
+                };
+            }
+        }
+        if let State::Down { error, retry_at, backoff } = &*state {
+            let (error, backoff) = (error.clone(), *backoff);
+            if Instant::now() < *retry_at {
+                let wait = retry_at.saturating_duration_since(Instant::now());
+                return Err(down(self.name(), &error, Some(wait)));
+            }
+            tracing::info!(server = self.name(), "starting the MCP server again");
+            match spawn(&self.config).await {
+                Ok(client) => *state = State::Running(client),
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    tracing::warn!(server = self.name(), %error, "the MCP server did not start");
+                    let next = (backoff * 2).min(MAX_BACKOFF);
+                    *state = State::Down {
+                        error: error.clone(),
+                        retry_at: Instant::now() + backoff,
+                        backoff: next,
+                    };
+                    return Err(down(self.name(), &error, Some(backoff)));
+                }
+            }
+        }
+        Ok(tokio::sync::MutexGuard::map(state, |state| match state {
+            State::Running(client) => client,
+            State::Down { .. } => unreachable!("the server was just started"),
+        }))
+    }
+
+    /// Marks the server down after a call found its transport gone.
+    async fn failed(&self, error: String) {
+        let mut state = self.state.lock().await;
+        *state = State::Down { error, retry_at: Instant::now(), backoff: Duration::from_secs(1) };
+    }
+}
+
+fn down(server: &str, error: &str, retry_in: Option<Duration>) -> ToolError {
+    let when = retry_in
+        .map_or(String::new(), |d| format!("; it is started again in {} s", d.as_secs().max(1)));
+    ToolError::new(
+        ToolErrorKind::Overloaded,
+        format!("The MCP server {server:?} is down ({error}){when}."),
+    )
+}
+
+/// Starts the process and runs the MCP handshake on its stdio.
+async fn spawn(config: &McpServerConfig) -> anyhow::Result<Client> {
+    let command = config.command.as_deref().unwrap_or_default();
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.args(&config.args)
+        .envs(&config.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("cannot run {command:?}: {e}"))?;
+    let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
+        anyhow::bail!("the child process has no stdio");
+    };
+    // The child lives as long as its stdio: reap it when it exits.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    let client = tokio::time::timeout(config.startup_timeout(), ().serve((stdout, stdin)))
+        .await
+        .map_err(|_| anyhow::anyhow!("the MCP handshake timed out"))?
+        .map_err(|e| anyhow::anyhow!("the MCP handshake failed: {e}"))?;
+    Ok(client)
+}
+
+/// One tool of an MCP server in the registry.
+struct McpTool {
+    server: Arc<McpServer>,
+    /// The name on the server.
+    remote: String,
+    definition: ToolDefinition,
+    idempotent: bool,
+}
+
+impl DynTool for McpTool {
+    fn name(&self) -> &str {
+        &self.definition.name
+    }
+
+    fn definition(&self) -> voxloop_core::Result<ToolDefinition> {
+        Ok(self.definition.clone())
+    }
+
+    fn is_idempotent(&self) -> bool {
+        self.idempotent
+    }
+
+    fn gen_ai_tool_type(&self) -> ToolType {
+        ToolType::Extension
+    }
+
+    fn call_json<'a>(
+        &'a self,
+        args: Value,
+        _context: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<String, ToolError>> {
+        Box::pin(async move {
+            let arguments = match args {
+                Value::Object(map) => Some(map),
+                Value::Null => None,
+                other => {
+                    return Err(ToolError::new(
+                        ToolErrorKind::InvalidArguments,
+                        format!("The arguments must be a JSON object, not {other}."),
+                    ))
+                }
+            };
+            let mut params = CallToolRequestParams::new(self.remote.clone());
+            params.arguments = arguments;
+            let client = self.server.client().await?;
+            let peer = client.peer().clone();
+            drop(client);
+            tracing::debug!(server = self.server.name(), tool = %self.remote, "tools/call");
+            match peer.call_tool(params).await {
+                Ok(result) => {
+                    let text = render_content(&result.content, result.structured_content.as_ref());
+                    if result.is_error == Some(true) {
+                        Err(ToolError::new(ToolErrorKind::Execution, text))
+                    } else {
+                        Ok(text)
+                    }
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    if peer.is_transport_closed() {
+                        self.server.failed(error.clone()).await;
+                        return Err(down(self.server.name(), &error, None));
+                    }
+                    Err(ToolError::new(
+                        ToolErrorKind::Execution,
+                        format!("The MCP call failed: {error}"),
+                    ))
+                }
+            }
+        })
+    }
+}
+
+/// The text the model reads from a result: text blocks as they are, other blocks named by
+/// type and size; the structured content when there is no block.
+fn render_content(blocks: &[ContentBlock], structured: Option<&Value>) -> String {
+    let mut parts = Vec::new();
+    for block in blocks {
+        parts.push(match block {
+            ContentBlock::Text(text) => text.text.clone(),
+            ContentBlock::Image(image) => {
+                format!("[image {}, {} bytes]", image.mime_type, base64_len(&image.data))
+            }
+            ContentBlock::Audio(audio) => {
+                format!("[audio {}, {} bytes]", audio.mime_type, base64_len(&audio.data))
+            }
+            ContentBlock::Resource(resource) => match &resource.resource {
+                ResourceContents::TextResourceContents { uri, text, .. } => {
+                    format!("[resource {uri}]\n{text}")
+                }
+                ResourceContents::BlobResourceContents { uri, blob, .. } => {
+                    format!("[resource {uri}, {} bytes]", base64_len(blob))
+                }
+                _ => "[resource]".to_owned(),
+            },
+            ContentBlock::ResourceLink(link) => format!("[resource link {}]", link.uri),
+            // Kinds a later protocol version adds.
+            _ => "[content of another kind]".to_owned(),
+        });
+    }
+    if parts.is_empty() {
+        if let Some(value) = structured {
+            return value.to_string();
+        }
+    }
+    parts.join("\n")
+}
+
+/// The decoded size of base64 text.
+fn base64_len(data: &str) -> usize {
+    let padding = data.bytes().rev().take_while(|&b| b == b'=').count();
+    (data.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// Starts every configured server and lists its tools; a server that fails is reported and
+/// left out (the others and the built-in tools are not affected).
+pub async fn start_all(servers: &[McpServerConfig]) -> Vec<Arc<dyn DynTool>> {
+    let mut tools = Vec::new();
+    for config in servers {
+        let name = config.name.clone();
+        match McpServer::start(config.clone()).await {
+            Ok(found) => {
+                let names: BTreeMap<_, _> =
+                    found.iter().map(|t| (t.name().to_owned(), ())).collect();
+                tracing::info!(server = %name, tools = ?names.keys().collect::<Vec<_>>(), "MCP server started");
+                tools.extend(found);
+            }
+            Err(e) => {
+                tracing::error!(server = %name, error = %format!("{e:#}"), "MCP server left out")
+            }
+        }
+    }
+    tools
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_text_content_is_named_with_its_size() {
+        let blocks: Vec<ContentBlock> = serde_json::from_value(serde_json::json!([
+            {"type": "text", "text": "hello"},
+            {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+            {"type": "audio", "data": "AAA=", "mimeType": "audio/wav"},
+        ]))
+        .unwrap();
+        assert_eq!(
+            render_content(&blocks, None),
+            "hello\n[image image/png, 3 bytes]\n[audio audio/wav, 2 bytes]"
+        );
+        assert_eq!(render_content(&[], Some(&serde_json::json!({"a": 1}))), "{\"a\":1}");
+    }
+}

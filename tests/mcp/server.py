@@ -1,0 +1,71 @@
+"""A small MCP server on stdio, made with the official MCP Python SDK (PyPI `mcp`, installed by
+scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
+
+Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
+(`add`), an error result (`refuse`), non-text content (`picture`) and a process that dies
+mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
+(`additionalProperties: false`) so that a random-weight model's constrained call ends within a
+few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
+can see a restart.
+"""
+
+import os
+import sys
+from typing import Annotated
+
+from pydantic import Field
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.types import Image
+from mcp.types import ToolAnnotations
+
+server = MCPServer("voxloop-test-server")
+
+
+Short = Annotated[str, Field(max_length=12)]
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def echo(text: Short) -> str:
+    """Answers the text as it is."""
+    return text
+
+
+@server.tool()
+def add(a: int, b: int) -> str:
+    """Adds two integers."""
+    return str(a + b)
+
+
+@server.tool()
+def refuse(reason: Short) -> str:
+    """Always fails, with the reason."""
+    # A ToolError's message reaches the client (other exceptions give a generic one).
+    raise ToolError(f"refused: {reason}")
+
+
+@server.tool()
+def picture() -> Image:
+    """A tiny PNG."""
+    return Image(data=b"\x89PNG\r\n\x1a\n" + bytes(8), format="png")
+
+
+@server.tool()
+def crash() -> str:
+    """Ends the server process at once."""
+    sys.stdout.flush()
+    os._exit(3)
+
+
+# A random-weight model would go on writing properties an open schema allows: close them, as a
+# careful server does.
+for tool in server._tool_manager.list_tools():
+    tool.parameters["additionalProperties"] = False
+
+if __name__ == "__main__":
+    count = os.environ.get("COUNT_FILE")
+    if count:
+        with open(count, "a", encoding="utf-8") as f:
+            f.write("start\n")
+    server.run("stdio")

@@ -1,0 +1,107 @@
+//! Tools from MCP servers (`[[mcp.servers]]`), end to end: `voxloop serve` on the tiny model
+//! starts `tests/mcp/server.py` (a real MCP server made with the official MCP Python SDK, PyPI
+//! `mcp`, installed by `scripts/pyclients.sh`) as a child process, lists its tools as
+//! `py__<tool>` and runs them from agent turns; a server that dies is started again, one that
+//! speaks garbage is left out without harming the rest.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use support::{create_session, http_request, json_body, Server, Sse};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The service with the test server as `py` and a server that prints garbage as `junk`.
+fn serve(pyclients: &Path, starts: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let server = root().join("tests/mcp/server.py");
+    let toml = format!(
+        "[paths]\ndata_dir = {data:?}\n\
+         [tools.web_search]\nenabled = false\n[tools.weather]\nenabled = false\n\
+         [tools.date_time]\nenabled = false\n\
+         [[mcp.servers]]\nname = \"py\"\ncommand = {python:?}\nargs = [{server:?}]\n\
+         env = {{ PYTHONPATH = {pyclients:?}, COUNT_FILE = {starts:?} }}\n\
+         [[mcp.servers]]\nname = \"junk\"\ncommand = {python:?}\n\
+         args = [\"-c\", \"print('garbage'); import time; time.sleep(30)\"]\n\
+         startup_timeout_ms = 3000\n",
+        data = dir.path().join("data").display().to_string(),
+        server = server.display().to_string(),
+        pyclients = pyclients.display().to_string(),
+        starts = starts.display().to_string(),
+    );
+    let config = dir.path().join("voxloop.toml");
+    std::fs::write(&config, toml).unwrap();
+    let (child, addr) = support::start_server(support::serve_command(&config, true));
+    Server { child, addr, _dir: Some(dir) }
+}
+
+/// One text-mode turn whose first step must call `tool`; its `tool_call` and `tool_result`.
+fn call(server: &Server, tool: &str) -> (Value, Value) {
+    let body =
+        json!({ "mode": "text", "tool_choice": tool, "max_steps": 1, "max_new_tokens": 160 });
+    let id = create_session(server.addr, &body.to_string());
+    let events = Sse::post(server.addr, &format!("/v1/sessions/{id}/turns"), r#"{"text": "Go."}"#)
+        .unwrap()
+        .collect();
+    let data = |name: &str| {
+        let event = events.iter().find(|e| e.event == name);
+        json_body(&event.unwrap_or_else(|| panic!("no {name} event: {events:?}")).data)
+    };
+    let (called, result) = (data("tool_call"), data("tool_result"));
+    assert_eq!(called["name"], tool, "a schema-valid call within the token limit: {events:?}");
+    (called, result)
+}
+
+#[test]
+fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
+    let Some(pyclients) = support::python_clients("mcp") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let starts = tmp.path().join("starts");
+    let server = serve(&pyclients, &starts);
+
+    // Listed with the server's schemas; the garbage server is left out.
+    let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
+    let listed: Vec<&str> =
+        tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    for name in ["py__echo", "py__add", "py__refuse", "py__picture", "py__crash"] {
+        assert!(listed.contains(&name), "{name} in {listed:?}");
+    }
+    assert!(!listed.iter().any(|n| n.starts_with("junk__")), "{listed:?}");
+    let add =
+        tools.as_array().unwrap().iter().find(|t| t["function"]["name"] == "py__add").unwrap();
+    assert_eq!(add["function"]["parameters"]["required"], json!(["a", "b"]));
+    assert_eq!(add["function"]["parameters"]["properties"]["a"]["type"], "integer");
+
+    // A schema-valid call runs on the server and its answer is the result.
+    let (called, result) = call(&server, "py__echo");
+    assert_eq!(called["name"], "py__echo");
+    let text = called["arguments"]["text"].as_str().unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["output"], text);
+
+    // An error result is a failed call whose message the model reads.
+    let (_, result) = call(&server, "py__refuse");
+    assert_eq!(result["ok"], false, "{result}");
+    assert!(result["error"]["message"].as_str().unwrap().contains("refused"), "{result}");
+
+    // Non-text content is named with its type and size.
+    let (_, result) = call(&server, "py__picture");
+    assert_eq!(result["output"], "[image image/png, 16 bytes]", "{result}");
+
+    // The server dies mid-call: the call fails clearly, the next one starts it again.
+    let (_, result) = call(&server, "py__crash");
+    assert_eq!(result["ok"], false, "{result}");
+    let (_, result) = call(&server, "py__echo");
+    assert_eq!(result["ok"], true, "{result}");
+    let starts = std::fs::read_to_string(&starts).unwrap();
+    assert_eq!(starts.lines().count(), 2, "started once, then again after the crash");
+
+    // The service itself is fine.
+    assert_eq!(json_body(&http_request(server.addr, "GET", "/healthz", None).1)["status"], "ok");
+}
