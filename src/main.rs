@@ -137,11 +137,12 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let index = cli::index::open_existing(&config)?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Runtime::new()?;
     // The MCP servers' processes and clients live on the runtime that serves.
-    let external = runtime.block_on(mcp::client::start_all(&config.mcp.servers));
+    let mcp_clients = runtime.block_on(mcp::client::start_all(&config.mcp.servers));
+    let external = &mcp_clients.tools;
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
-    let agent = runtime::setup::load(&config, index.clone(), &external)?.map(std::sync::Arc::new);
+    let agent = runtime::setup::load(&config, index.clone(), external)?.map(std::sync::Arc::new);
     let mcp = if config.mcp.http {
         let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
         Some(mcp::router(std::sync::Arc::new(tools), index.clone(), &config.mcp))
@@ -150,7 +151,7 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     };
     let tool_schemas = match &agent {
         Some(rt) => rt.agent.tools().tool_json_schemas()?,
-        None => runtime::setup::build_tools(&config, index.as_ref(), None, None, &external)?
+        None => runtime::setup::build_tools(&config, index.as_ref(), None, None, external)?
             .tool_json_schemas()?,
     };
     runtime.block_on(async {
@@ -162,7 +163,8 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             "voxloop {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        http::server::serve(listener, &config, index, tool_schemas, agent, mcp).await
+        let parts = http::server::Parts { index, tool_schemas, agent, mcp, mcp_clients };
+        http::server::serve(listener, &config, parts).await
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -50,11 +50,13 @@ fn call(server: &Server, tool: &str) -> (Value, Value) {
         .unwrap()
         .collect();
     let data = |name: &str| {
-        let event = events.iter().find(|e| e.event == name);
-        json_body(&event.unwrap_or_else(|| panic!("no {name} event: {events:?}")).data)
+        events.iter().filter(|e| e.event == name).map(|e| json_body(&e.data)).collect::<Vec<_>>()
     };
-    let (called, result) = (data("tool_call"), data("tool_result"));
+    // The step may make several calls (to the same tool); results come as calls finish.
+    let called =
+        data("tool_call").into_iter().next().unwrap_or_else(|| panic!("no call: {events:?}"));
     assert_eq!(called["name"], tool, "a schema-valid call within the token limit: {events:?}");
+    let result = data("tool_result").into_iter().find(|r| r["id"] == called["id"]).unwrap();
     (called, result)
 }
 
@@ -94,13 +96,29 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let (_, result) = call(&server, "py__picture");
     assert_eq!(result["output"], "[image image/png, 16 bytes]", "{result}");
 
-    // The server dies mid-call: the call fails clearly, the next one starts it again.
+    let health = |server: &Server| {
+        let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
+        let servers = health["mcp_servers"].as_array().unwrap().clone();
+        let state = |name: &str| {
+            let entry = servers.iter().find(|s| s["name"] == name).unwrap();
+            (entry["state"].as_str().unwrap().to_owned(), entry["tools"].as_u64().unwrap())
+        };
+        (state("py"), state("junk"))
+    };
+    assert_eq!(health(&server), (("running".into(), 5), ("failed".into(), 0)));
+
+    // The server dies mid-call: the call fails clearly, the next one starts it again (once:
+    // a second crash call of the same step may have restarted and crashed it already).
+    let count = || std::fs::read_to_string(&starts).unwrap().lines().count();
+    assert_eq!(count(), 1);
     let (_, result) = call(&server, "py__crash");
     assert_eq!(result["ok"], false, "{result}");
+    assert_eq!(health(&server).0 .0, "down");
+    let before = count();
     let (_, result) = call(&server, "py__echo");
     assert_eq!(result["ok"], true, "{result}");
-    let starts = std::fs::read_to_string(&starts).unwrap();
-    assert_eq!(starts.lines().count(), 2, "started once, then again after the crash");
+    assert_eq!(count(), before + 1, "started again after the crash");
+    assert_eq!(health(&server).0 .0, "running");
 
     // The service itself is fine.
     assert_eq!(json_body(&http_request(server.addr, "GET", "/healthz", None).1)["status"], "ok");

@@ -457,8 +457,9 @@ async fn agent_level(dir: &Path, n: usize, repeats: usize) -> BoxResult<AgentFig
         let mut stream = agent.run_turn(&mut session, TurnInput::text(text.clone()));
         while let Some(event) = stream.next().await {
             match event {
+                // Repeats reuse the prefix the previous one left (the cached ids).
                 AgentEvent::Usage { step: 1, usage } => {
-                    history = usage.input_tokens + usage.output_tokens
+                    history = usage.cached_tokens + usage.input_tokens + usage.output_tokens
                 }
                 AgentEvent::Usage { step: 2, usage } => prompt = usage.input_tokens,
                 _ => {}

@@ -11,6 +11,7 @@ use voxloop_retrieval::AudioIndex;
 
 use crate::config::Config;
 use crate::http::{audio, chat, sessions};
+use crate::mcp::client::{McpClients, McpServerHealth};
 use crate::runtime::setup::AgentRuntime;
 
 /// What `/healthz` answers.
@@ -24,6 +25,8 @@ pub struct Health {
     pub audio_index_items: Option<u64>,
     /// The loaded agent (`null` without a model).
     pub agent: Option<AgentHealth>,
+    /// The `[[mcp.servers]]` whose tools the agent gets, each with its state.
+    pub mcp_servers: Vec<McpServerHealth>,
 }
 
 /// The agent part of `/healthz`.
@@ -57,12 +60,10 @@ pub struct VoiceHealth {
     pub sample_rate: u32,
 }
 
-fn health(
-    config: &Config,
-    index: Option<&Arc<AudioIndex>>,
-    agent: Option<&AgentRuntime>,
-) -> Health {
+fn health(config: &Config, parts: &Parts) -> Health {
+    let (index, agent) = (parts.index.as_ref(), parts.agent.as_deref());
     Health {
+        mcp_servers: parts.mcp_clients.health(),
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
         model_configured: config.model.dir.is_some(),
@@ -90,26 +91,33 @@ fn health(
     }
 }
 
+/// What the service serves, besides its configuration.
+pub struct Parts {
+    /// The audio index, when one exists.
+    pub index: Option<Arc<AudioIndex>>,
+    /// The JSON schemas of the tools the model is told of (`/v1/tools`).
+    pub tool_schemas: String,
+    /// The loaded agent (`None` without a model).
+    pub agent: Option<Arc<AgentRuntime>>,
+    /// `/mcp`, when it is on (see `crate::mcp`).
+    pub mcp: Option<Router>,
+    /// The MCP servers the agent's tools come from.
+    pub mcp_clients: McpClients,
+}
+
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
 /// model is told of), `/v1/audio/search` (see [`audio`]), the session endpoints (see
 /// [`sessions`]), Chat Completions (`/v1/models`, `/v1/chat/completions`, see [`chat`]), and
 /// `/mcp` when given (see `crate::mcp`).
-pub fn router(
-    config: &Config,
-    index: Option<Arc<AudioIndex>>,
-    tool_schemas: String,
-    agent: Option<Arc<AgentRuntime>>,
-    mcp: Option<Router>,
-) -> Router {
+pub fn router(config: &Config, parts: Parts) -> Router {
     let config = Arc::new(config.clone());
-    let (health_index, health_agent) = (index.clone(), agent.clone());
+    let index = parts.index.clone();
+    let agent = parts.agent.clone();
+    let tool_schemas = parts.tool_schemas.clone();
+    let mcp = parts.mcp.clone();
+    let parts = Arc::new(parts);
     Router::new()
-        .route(
-            "/healthz",
-            get(move || async move {
-                Json(health(&config, health_index.as_ref(), health_agent.as_deref()))
-            }),
-        )
+        .route("/healthz", get(move || async move { Json(health(&config, &parts)) }))
         .route(
             "/v1/tools",
             get(move || async move {
@@ -143,20 +151,13 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// The signal handlers are installed here, before the first request is accepted: a handler
 /// installed lazily (when the shutdown future is first polled, on a task of its own) leaves a
 /// window in which a SIGTERM still kills the process the default way.
-pub async fn serve(
-    listener: TcpListener,
-    config: &Config,
-    index: Option<Arc<AudioIndex>>,
-    tool_schemas: String,
-    agent: Option<Arc<AgentRuntime>>,
-    mcp: Option<Router>,
-) -> anyhow::Result<()> {
+pub async fn serve(listener: TcpListener, config: &Config, parts: Parts) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
-    let approvals = agent.as_ref().map(|rt| Arc::clone(&rt.approvals));
+    let approvals = parts.agent.as_ref().map(|rt| Arc::clone(&rt.approvals));
     let shutdown = async move {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("Ctrl-C received, shutting down"),
@@ -167,8 +168,6 @@ pub async fn serve(
             approvals.withdraw_all();
         }
     };
-    axum::serve(listener, router(config, index, tool_schemas, agent, mcp))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, router(config, parts)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -12,17 +12,24 @@
 //! 60 s while it keeps failing); meanwhile its tools answer that it is down and why. A call
 //! abandoned by its caller (a timeout policy, a cancelled turn) is cancelled on the server:
 //! dropping an rmcp request sends `notifications/cancelled`.
+//!
+//! Each call runs in a `tools/call {tool}` client span (the OpenTelemetry MCP conventions:
+//! `mcp.method.name`, `gen_ai.tool.name`, and the server's name) under the registry's
+//! `execute_tool` span, and carries its W3C `traceparent` in `params._meta`, so a traced server
+//! continues the same trace.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use rmcp::model::{CallToolRequestParams, ContentBlock, ResourceContents};
+use opentelemetry::trace::TraceContextExt as _;
+use rmcp::model::{CallToolRequestParams, ContentBlock, RequestMetaObject, ResourceContents};
 use rmcp::service::{RoleClient, RunningService, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use voxloop_core::tool::{
     DynTool, ToolContext, ToolDefinition, ToolError, ToolErrorKind, ToolType,
 };
@@ -38,6 +45,8 @@ type Client = RunningService<RoleClient, ()>;
 pub struct McpServer {
     config: McpServerConfig,
     state: Mutex<State>,
+    /// The last error while it is down (`None`: running), for `/healthz`.
+    down_since: std::sync::Mutex<Option<String>>,
 }
 
 enum State {
@@ -51,14 +60,25 @@ impl McpServer {
         &self.config.name
     }
 
+    /// Records whether it runs, for `/healthz`.
+    fn note(&self, error: Option<String>) {
+        *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
     /// Starts the server and lists its tools, as registry entries.
-    pub async fn start(config: McpServerConfig) -> anyhow::Result<Vec<Arc<dyn DynTool>>> {
+    async fn start(
+        config: McpServerConfig,
+    ) -> anyhow::Result<(Arc<McpServer>, Vec<Arc<dyn DynTool>>)> {
         let client = spawn(&config).await?;
         let listed = tokio::time::timeout(config.startup_timeout(), client.list_all_tools())
             .await
             .map_err(|_| anyhow::anyhow!("listing its tools timed out"))?
             .map_err(|e| anyhow::anyhow!("listing its tools failed: {e}"))?;
-        let server = Arc::new(McpServer { config, state: Mutex::new(State::Running(client)) });
+        let server = Arc::new(McpServer {
+            config,
+            state: Mutex::new(State::Running(client)),
+            down_since: std::sync::Mutex::new(None),
+        });
         let mut tools: Vec<Arc<dyn DynTool>> = Vec::new();
         for tool in listed {
             let remote = tool.name.to_string();
@@ -78,7 +98,7 @@ impl McpServer {
                     || annotations.read_only_hint == Some(true),
             }));
         }
-        Ok(tools)
+        Ok((server, tools))
     }
 
     /// The running client, started again first if the process died and its backoff is over.
@@ -102,9 +122,13 @@ impl McpServer {
             }
             tracing::info!(server = self.name(), "starting the MCP server again");
             match spawn(&self.config).await {
-                Ok(client) => *state = State::Running(client),
+                Ok(client) => {
+                    *state = State::Running(client);
+                    self.note(None);
+                }
                 Err(e) => {
                     let error = format!("{e:#}");
+                    self.note(Some(error.clone()));
                     tracing::warn!(server = self.name(), %error, "the MCP server did not start");
                     let next = (backoff * 2).min(MAX_BACKOFF);
                     *state = State::Down {
@@ -124,6 +148,7 @@ impl McpServer {
 
     /// Marks the server down after a call found its transport gone.
     async fn failed(&self, error: String) {
+        self.note(Some(error.clone()));
         let mut state = self.state.lock().await;
         *state = State::Down { error, retry_at: Instant::now(), backoff: Duration::from_secs(1) };
     }
@@ -205,13 +230,25 @@ impl DynTool for McpTool {
                     ))
                 }
             };
+            let span = tracing::info_span!(
+                "mcp_call",
+                otel.name = %format!("tools/call {}", self.remote),
+                otel.kind = "client",
+                mcp.method.name = "tools/call",
+                gen_ai.tool.name = %self.remote,
+                mcp.server.name = %self.server.name(),
+            );
             let mut params = CallToolRequestParams::new(self.remote.clone());
             params.arguments = arguments;
+            if let Some(traceparent) = traceparent(&span) {
+                let mut meta = RequestMetaObject::new();
+                meta.insert("traceparent".to_owned(), Value::String(traceparent));
+                params.meta = Some(meta);
+            }
             let client = self.server.client().await?;
             let peer = client.peer().clone();
             drop(client);
-            tracing::debug!(server = self.server.name(), tool = %self.remote, "tools/call");
-            match peer.call_tool(params).await {
+            match peer.call_tool(params).instrument(span).await {
                 Ok(result) => {
                     let text = render_content(&result.content, result.structured_content.as_ref());
                     if result.is_error == Some(true) {
@@ -234,6 +271,20 @@ impl DynTool for McpTool {
             }
         })
     }
+}
+
+/// The W3C `traceparent` of `span` (`00-{trace id}-{span id}-{flags}`), when it is traced.
+fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
 }
 
 /// The text the model reads from a result: text blocks as they are, other blocks named by
@@ -277,25 +328,71 @@ fn base64_len(data: &str) -> usize {
     (data.len() / 4 * 3).saturating_sub(padding)
 }
 
+/// What `/healthz` says about one server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct McpServerHealth {
+    pub name: String,
+    /// `running`, `down` (its process died; started again at the next call) or `failed` (it
+    /// did not start; its tools are not registered).
+    pub state: &'static str,
+    /// The tools it gave.
+    pub tools: usize,
+    /// Why it is down or failed.
+    pub error: Option<String>,
+}
+
+/// The configured servers and their tools.
+#[derive(Default)]
+pub struct McpClients {
+    /// Their tools, for the registry.
+    pub tools: Vec<Arc<dyn DynTool>>,
+    started: Vec<(Arc<McpServer>, usize)>,
+    failed: Vec<(String, String)>,
+}
+
+impl McpClients {
+    /// Each server's state.
+    pub fn health(&self) -> Vec<McpServerHealth> {
+        let started = self.started.iter().map(|(server, tools)| {
+            let error = server.down_since.lock().map(|e| e.clone()).unwrap_or_default();
+            McpServerHealth {
+                name: server.name().to_owned(),
+                state: if error.is_some() { "down" } else { "running" },
+                tools: *tools,
+                error,
+            }
+        });
+        let failed = self.failed.iter().map(|(name, error)| McpServerHealth {
+            name: name.clone(),
+            state: "failed",
+            tools: 0,
+            error: Some(error.clone()),
+        });
+        started.chain(failed).collect()
+    }
+}
+
 /// Starts every configured server and lists its tools; a server that fails is reported and
 /// left out (the others and the built-in tools are not affected).
-pub async fn start_all(servers: &[McpServerConfig]) -> Vec<Arc<dyn DynTool>> {
-    let mut tools = Vec::new();
+pub async fn start_all(servers: &[McpServerConfig]) -> McpClients {
+    let mut clients = McpClients::default();
     for config in servers {
         let name = config.name.clone();
         match McpServer::start(config.clone()).await {
-            Ok(found) => {
-                let names: BTreeMap<_, _> =
-                    found.iter().map(|t| (t.name().to_owned(), ())).collect();
-                tracing::info!(server = %name, tools = ?names.keys().collect::<Vec<_>>(), "MCP server started");
-                tools.extend(found);
+            Ok((server, found)) => {
+                let names: Vec<&str> = found.iter().map(|t| t.name()).collect();
+                tracing::info!(server = %name, tools = ?names, "MCP server started");
+                clients.started.push((server, found.len()));
+                clients.tools.extend(found);
             }
             Err(e) => {
-                tracing::error!(server = %name, error = %format!("{e:#}"), "MCP server left out")
+                let error = format!("{e:#}");
+                tracing::error!(server = %name, %error, "MCP server left out");
+                clients.failed.push((name, error));
             }
         }
     }
-    tools
+    clients
 }
 
 #[cfg(test)]
