@@ -25,6 +25,7 @@ fn serve(pyclients: &Path, starts: &Path) -> Server {
         "[paths]\ndata_dir = {data:?}\n\
          [tools.web_search]\nenabled = false\n[tools.weather]\nenabled = false\n\
          [tools.date_time]\nenabled = false\n\
+         [telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\ntimeout_seconds = 1\n\
          [[mcp.servers]]\nname = \"py\"\ncommand = {python:?}\nargs = [{server:?}]\n\
          env = {{ PYTHONPATH = {pyclients:?}, COUNT_FILE = {starts:?} }}\n\
          [[mcp.servers]]\nname = \"junk\"\ncommand = {python:?}\n\
@@ -71,7 +72,7 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
     let listed: Vec<&str> =
         tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    for name in ["py__echo", "py__add", "py__refuse", "py__picture", "py__crash"] {
+    for name in ["py__echo", "py__add", "py__refuse", "py__picture", "py__trace", "py__crash"] {
         assert!(listed.contains(&name), "{name} in {listed:?}");
     }
     assert!(!listed.iter().any(|n| n.starts_with("junk__")), "{listed:?}");
@@ -105,7 +106,15 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
         };
         (state("py"), state("junk"))
     };
-    assert_eq!(health(&server), (("running".into(), 5), ("failed".into(), 0)));
+    assert_eq!(health(&server), (("running".into(), 6), ("failed".into(), 0)));
+
+    // The call carries its span's W3C traceparent (traces are exported: [telemetry] is on,
+    // to a port nothing listens on).
+    let (_, result) = call(&server, "py__trace");
+    let traceparent = result["output"].as_str().unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{result}");
+    assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16), "{traceparent}");
 
     // The server dies mid-call: the call fails clearly, the next one starts it again (once:
     // a second crash call of the same step may have restarted and crashed it already).

@@ -2,8 +2,8 @@
 scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
 
 Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
-(`add`), an error result (`refuse`), non-text content (`picture`) and a process that dies
-mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
+(`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`)
+and a process that dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
 can see a restart.
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 from mcp.types import ToolAnnotations
@@ -49,6 +49,14 @@ def refuse(reason: Short) -> str:
 def picture() -> Image:
     """A tiny PNG."""
     return Image(data=b"\x89PNG\r\n\x1a\n" + bytes(8), format="png")
+
+
+@server.tool()
+def trace(ctx: Context) -> str:
+    """The W3C traceparent the call carried in its _meta ("none" without one)."""
+    params = ctx.request_context.params or {}
+    meta = params.get("_meta") or {}
+    return str(meta.get("traceparent", "none"))
 
 
 @server.tool()
