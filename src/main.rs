@@ -138,6 +138,8 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     // The MCP servers' processes and clients live on the runtime that serves.
     let mcp_clients = runtime.block_on(mcp::client::start_all(&config.mcp.servers));
+    let mut config = config;
+    mcp_clients.require_approvals(&mut config.agent.policies);
     let external = &mcp_clients.tools;
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a

@@ -72,8 +72,9 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
     let listed: Vec<&str> =
         tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    for name in ["py__echo", "py__add", "py__refuse", "py__picture", "py__trace", "py__crash"] {
-        assert!(listed.contains(&name), "{name} in {listed:?}");
+    let all = ["py__echo", "py__add", "py__refuse", "py__picture", "py__trace", "py__wipe"];
+    for name in all.iter().chain(&["py__crash"]) {
+        assert!(listed.contains(name), "{name} in {listed:?}");
     }
     assert!(!listed.iter().any(|n| n.starts_with("junk__")), "{listed:?}");
     let add =
@@ -106,7 +107,37 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
         };
         (state("py"), state("junk"))
     };
-    assert_eq!(health(&server), (("running".into(), 6), ("failed".into(), 0)));
+    assert_eq!(health(&server), (("running".into(), 7), ("failed".into(), 0)));
+
+    // A destructive tool waits for a person: the turn asks, the answer (no) is the result.
+    let health_json = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
+    assert_eq!(health_json["agent"]["approval_required"], json!(["py__wipe"]));
+    let body =
+        json!({ "mode": "text", "tool_choice": "py__wipe", "max_steps": 1, "max_new_tokens": 48 });
+    let id = create_session(server.addr, &body.to_string());
+    let mut turn =
+        Sse::post(server.addr, &format!("/v1/sessions/{id}/turns"), r#"{"text": "Go."}"#).unwrap();
+    let asked = std::iter::from_fn(|| turn.next_event())
+        .find(|e| e.event == "approval_request")
+        .map(|e| json_body(&e.data))
+        .expect("an approval request");
+    assert_eq!(asked["name"], "py__wipe");
+    let answer = format!("/v1/sessions/{id}/approvals/{}", asked["id"].as_str().unwrap());
+    let (status, _) = http_request(
+        server.addr,
+        "POST",
+        &answer,
+        Some(r#"{"approve": false, "reason": "not today"}"#),
+    );
+    assert_eq!(status, 204);
+    let result = std::iter::from_fn(|| turn.next_event())
+        .filter(|e| e.event == "tool_result")
+        .map(|e| json_body(&e.data))
+        .find(|r| r["id"] == asked["id"])
+        .expect("the denied call's result");
+    assert_eq!(result["ok"], false, "{result}");
+    assert_eq!(result["error"]["kind"], "denied", "{result}");
+    drop(turn);
 
     // The call carries its span's W3C traceparent (traces are exported: [telemetry] is on,
     // to a port nothing listens on).

@@ -17,6 +17,10 @@
 //! `mcp.method.name`, `gen_ai.tool.name`, and the server's name) under the registry's
 //! `execute_tool` span, and carries its W3C `traceparent` in `params._meta`, so a traced server
 //! continues the same trace.
+//!
+//! A tool that declares `destructiveHint: true` (and is not read-only) waits for a person's
+//! approval of each call, as `approval = true` in its `[agent.policies.tools.NAME]` would,
+//! unless that table sets `approval` itself.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -65,10 +69,11 @@ impl McpServer {
         *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
-    /// Starts the server and lists its tools, as registry entries.
+    /// Starts the server and lists its tools, as registry entries, with the names of those
+    /// that say they may destroy something (`destructiveHint: true`, not read-only).
     async fn start(
         config: McpServerConfig,
-    ) -> anyhow::Result<(Arc<McpServer>, Vec<Arc<dyn DynTool>>)> {
+    ) -> anyhow::Result<(Arc<McpServer>, Vec<Arc<dyn DynTool>>, Vec<String>)> {
         let client = spawn(&config).await?;
         let listed = tokio::time::timeout(config.startup_timeout(), client.list_all_tools())
             .await
@@ -80,10 +85,16 @@ impl McpServer {
             down_since: std::sync::Mutex::new(None),
         });
         let mut tools: Vec<Arc<dyn DynTool>> = Vec::new();
+        let mut destructive = Vec::new();
         for tool in listed {
             let remote = tool.name.to_string();
             let name = format!("{}__{remote}", server.name());
             let annotations = tool.annotations.clone().unwrap_or_default();
+            if annotations.destructive_hint == Some(true)
+                && annotations.read_only_hint != Some(true)
+            {
+                destructive.push(name.clone());
+            }
             let definition = ToolDefinition {
                 name: name.clone(),
                 description: tool.description.as_deref().unwrap_or_default().to_owned(),
@@ -98,7 +109,7 @@ impl McpServer {
                     || annotations.read_only_hint == Some(true),
             }));
         }
-        Ok((server, tools))
+        Ok((server, tools, destructive))
     }
 
     /// The running client, started again first if the process died and its backoff is over.
@@ -346,11 +357,24 @@ pub struct McpServerHealth {
 pub struct McpClients {
     /// Their tools, for the registry.
     pub tools: Vec<Arc<dyn DynTool>>,
+    /// Those that declare `destructiveHint: true`.
+    destructive: Vec<String>,
     started: Vec<(Arc<McpServer>, usize)>,
     failed: Vec<(String, String)>,
 }
 
 impl McpClients {
+    /// Makes the calls of destructive tools wait for a person's approval, unless
+    /// `[agent.policies.tools.NAME] approval` says otherwise.
+    pub fn require_approvals(&self, policies: &mut voxloop_policies::PolicyConfig) {
+        for name in &self.destructive {
+            let policy = policies.tools.entry(name.clone()).or_default();
+            if policy.approval.is_none() {
+                policy.approval = Some(true);
+            }
+        }
+    }
+
     /// Each server's state.
     pub fn health(&self) -> Vec<McpServerHealth> {
         let started = self.started.iter().map(|(server, tools)| {
@@ -379,10 +403,11 @@ pub async fn start_all(servers: &[McpServerConfig]) -> McpClients {
     for config in servers {
         let name = config.name.clone();
         match McpServer::start(config.clone()).await {
-            Ok((server, found)) => {
+            Ok((server, found, destructive)) => {
                 let names: Vec<&str> = found.iter().map(|t| t.name()).collect();
                 tracing::info!(server = %name, tools = ?names, "MCP server started");
                 clients.started.push((server, found.len()));
+                clients.destructive.extend(destructive);
                 clients.tools.extend(found);
             }
             Err(e) => {

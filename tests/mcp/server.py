@@ -2,8 +2,8 @@
 scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
 
 Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
-(`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`)
-and a process that dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
+(`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`),
+a destructive tool (`wipe`) and a process that dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
 can see a restart.
@@ -57,6 +57,12 @@ def trace(ctx: Context) -> str:
     params = ctx.request_context.params or {}
     meta = params.get("_meta") or {}
     return str(meta.get("traceparent", "none"))
+
+
+@server.tool(annotations=ToolAnnotations(destructiveHint=True))
+def wipe() -> str:
+    """Pretends to delete everything (a destructive tool: the client asks a person first)."""
+    return "wiped"
 
 
 @server.tool()
