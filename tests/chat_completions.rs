@@ -598,3 +598,48 @@ fn the_http_answer_equals_the_in_process_answer() {
     assert!(!in_process.is_empty());
     assert_eq!(over_http, in_process);
 }
+
+/// Each call resends the conversation, but the answers this service gave come back (a spoken
+/// one by its `audio.id` alone, a written one by its content) and are replayed with the ids they
+/// were generated with: the next call finds all of the conversation in the KV cache and
+/// prefills only the new message.
+#[test]
+fn replayed_answers_are_found_in_the_cache() {
+    let server = serve();
+    let system = json!({"role": "system", "content": "You are a terse assistant."});
+    let user = json!({"role": "user", "content": "Say something."});
+    let next = json!({"role": "user", "content": "And then?"});
+    let ask = |messages: Value, speak: bool| {
+        let mut body = json!({
+            "model": MODEL,
+            "messages": messages,
+            "temperature": 0,
+            "max_completion_tokens": 16,
+        });
+        if speak {
+            body["modalities"] = json!(["text", "audio"]);
+            body["audio"] = json!({"voice": "fixture", "format": "wav"});
+        }
+        chat(server.addr, &body)
+    };
+    let count = |body: &Value, key: &str| body["usage"][key].as_u64().unwrap();
+    for speak in [true, false] {
+        let (status, first) = ask(json!([system, user]), speak);
+        assert_eq!(status, 200, "{first}");
+        let message = &only_choice(&first)["message"];
+        let replay = if speak {
+            json!({"role": "assistant", "audio": {"id": message["audio"]["id"]}})
+        } else {
+            json!({"role": "assistant", "content": message["content"]})
+        };
+        let (status, second) = ask(json!([system, user, replay, next]), speak);
+        assert_eq!(status, 200, "{second}");
+        let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+        let before = count(&first, "prompt_tokens") + count(&first, "completion_tokens");
+        assert_eq!(cached, before, "speak {speak}: all of the first call is reused: {second}");
+    }
+    let unknown = json!({"role": "assistant", "audio": {"id": "audio_unknown"}});
+    let (status, body) = ask(json!([system, user, unknown, next]), true);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(openai_error("unknown audio id", &body)["param"], "messages[2].audio.id");
+}

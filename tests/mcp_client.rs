@@ -163,3 +163,53 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     // The service itself is fine.
     assert_eq!(json_body(&http_request(server.addr, "GET", "/healthz", None).1)["status"], "ok");
 }
+
+/// A streamable-HTTP server: another voxloop's `/mcp` (the official Rust SDK's server, behind a
+/// bearer token) gives this one its `get_date_time`, which an agent turn calls.
+#[test]
+fn tools_of_a_streamable_http_server_run_in_agent_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = "[tools.web_search]\nenabled = false\n[tools.weather]\nenabled = false\n";
+    let a_config = dir.path().join("a.toml");
+    let a_data = dir.path().join("a").display().to_string();
+    std::fs::write(
+        &a_config,
+        format!("[paths]\ndata_dir = {a_data:?}\n{offline}[mcp]\nbearer_token = \"s3cret\"\n"),
+    )
+    .unwrap();
+    let (child, a_addr) = support::start_server(support::serve_command(&a_config, false));
+    let _a = Server { child, addr: a_addr, _dir: None };
+
+    let b_config = dir.path().join("b.toml");
+    let b_data = dir.path().join("b").display().to_string();
+    std::fs::write(
+        &b_config,
+        format!(
+            "[paths]\ndata_dir = {b_data:?}\n{offline}[tools.date_time]\nenabled = false\n\
+             [[mcp.servers]]\nname = \"a\"\nurl = \"http://{a_addr}/mcp\"\n\
+             bearer_token_env = \"A_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let mut command = support::serve_command(&b_config, true);
+    command.env("A_TOKEN", "s3cret");
+    let (child, addr) = support::start_server(command);
+    let b = Server { child, addr, _dir: None };
+
+    let tools = json_body(&http_request(b.addr, "GET", "/v1/tools", None).1);
+    let listed: Vec<&str> =
+        tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert!(listed.contains(&"a__get_date_time"), "{listed:?}");
+    let (called, result) = call(&b, "a__get_date_time");
+    assert_eq!(called["name"], "a__get_date_time");
+    assert_eq!(result["ok"], true, "{result}");
+    assert!(result["output"].as_str().unwrap().chars().any(|c| c.is_ascii_digit()), "{result}");
+
+    // A wrong token: the server is left out, the rest of the service starts.
+    let mut command = support::serve_command(&b_config, true);
+    command.env("A_TOKEN", "wrong");
+    let (child, addr) = support::start_server(command);
+    let c = Server { child, addr, _dir: None };
+    let health = json_body(&http_request(c.addr, "GET", "/healthz", None).1);
+    assert_eq!(health["mcp_servers"][0]["state"], "failed", "{health}");
+}

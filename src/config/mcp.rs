@@ -21,6 +21,12 @@ use super::ConfigError;
 /// command = "npx"
 /// args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
 /// env = { LOG_LEVEL = "warn" }
+///
+/// [[mcp.servers]]            # one that speaks streamable HTTP
+/// name = "crm"
+/// url = "https://crm.example.com/mcp"
+/// bearer_token_env = "CRM_TOKEN"   # Authorization: Bearer $CRM_TOKEN
+/// headers = { "X-Team" = "voice" }
 /// ```
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -43,7 +49,8 @@ pub struct McpConfig {
     pub servers: Vec<McpServerConfig>,
 }
 
-/// `[[mcp.servers]]`: one MCP server run as a child process speaking MCP on stdio.
+/// `[[mcp.servers]]`: one MCP server, run as a child process speaking MCP on stdio
+/// (`command`) or reached over streamable HTTP (`url`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
@@ -57,8 +64,13 @@ pub struct McpServerConfig {
     /// Environment variables set for it (on top of voxloop's own).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// A streamable-HTTP server's URL (not supported yet: refused with a message).
+    /// A streamable-HTTP server's endpoint (`http://` or `https://`), instead of `command`.
     pub url: Option<String>,
+    /// Headers sent with every HTTP request (with `url`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The environment variable whose value is sent as `Authorization: Bearer …` (with `url`).
+    pub bearer_token_env: Option<String>,
     /// How long starting it (the handshake and the tool list) may take, in ms.
     #[serde(default = "default_startup_ms")]
     pub startup_timeout_ms: u64,
@@ -117,15 +129,31 @@ impl McpConfig {
             if !names.insert(server.name.as_str()) {
                 return Err(bad(&field("name"), "is given to two servers"));
             }
-            if server.url.is_some() {
-                return Err(bad(
-                    &field("url"),
-                    "streamable-HTTP MCP servers are not supported yet; run the server as a \
-                     command (stdio)",
-                ));
+            match (&server.command, &server.url) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(&field("url"), "give either command (stdio) or url, not both"))
+                }
+                (None, Some(url))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return Err(bad(&field("url"), "must be an http:// or https:// URL"))
+                }
+                (None, Some(_)) => {}
+                (Some(command), None) if !command.trim().is_empty() => {}
+                _ => {
+                    return Err(bad(
+                        &field("command"),
+                        "is required (the program to run), or give url for an HTTP server",
+                    ))
+                }
             }
-            if server.command.as_deref().is_none_or(|c| c.trim().is_empty()) {
-                return Err(bad(&field("command"), "is required (the program to run)"));
+            for name in server.headers.keys() {
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(bad(
+                        &field("headers"),
+                        "holds a name that is not an HTTP header name",
+                    ));
+                }
             }
             if server.startup_timeout_ms == 0 {
                 return Err(bad(&field("startup_timeout_ms"), "must be at least 1"));
@@ -156,6 +184,8 @@ mod tests {
             args: Vec::new(),
             env: BTreeMap::new(),
             url: None,
+            headers: BTreeMap::new(),
+            bearer_token_env: None,
             startup_timeout_ms: 1000,
         };
         let with = |servers| McpConfig { servers, ..McpConfig::default() };
@@ -167,7 +197,12 @@ mod tests {
         assert!(error(twice).contains("servers[1].name"));
         let mut http = server("web", None);
         http.url = Some("http://localhost:1234/mcp".into());
-        assert!(error(with(vec![http])).contains("not supported yet"));
+        assert!(with(vec![http.clone()]).validate().is_ok());
+        http.url = Some("ftp://localhost/mcp".into());
+        assert!(error(with(vec![http.clone()])).contains("servers[0].url"));
+        http.command = Some("x".into());
+        http.url = Some("http://localhost:1234/mcp".into());
+        assert!(error(with(vec![http])).contains("not both"));
     }
 
     #[test]

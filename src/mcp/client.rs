@@ -1,5 +1,6 @@
 //! Tools from MCP servers: each `[[mcp.servers]]` entry is a child process speaking MCP on
-//! stdio (the official Rust SDK, `rmcp`, as the client); its tools join the agent's registry
+//! stdio, or a server reached over streamable HTTP (the official Rust SDK, `rmcp`, as the
+//! client); its tools join the agent's registry
 //! as `<server>__<tool>` (tool names follow OpenAI's `[A-Za-z0-9_-]{1,64}`, so no `.`), with
 //! their input schemas feeding the call grammar like Rust tools and their calls going through
 //! the `[agent.policies]` stacks under that name. A tool whose name or schema the registry
@@ -7,7 +8,8 @@
 //!
 //! A result's text content is what the model reads; images, audio and resources are named
 //! with their media type and size (`[image/png, 2048 bytes]`). A result flagged `isError` is
-//! a failed call whose message the model reads. A server whose process died is started again
+//! a failed call whose message the model reads. A server whose process died (or whose HTTP
+//! session ended) is started (connected) again
 //! at the next call to one of its tools, at most once per backoff period (1 s, doubling to
 //! 60 s while it keeps failing); meanwhile its tools answer that it is down and why. A call
 //! abandoned by its caller (a timeout policy, a cancelled turn) is cancelled on the server:
@@ -174,8 +176,40 @@ fn down(server: &str, error: &str, retry_in: Option<Duration>) -> ToolError {
     )
 }
 
-/// Starts the process and runs the MCP handshake on its stdio.
+/// Starts the server (or connects to it) and runs the MCP handshake.
 async fn spawn(config: &McpServerConfig) -> anyhow::Result<Client> {
+    match &config.url {
+        Some(url) => connect_http(config, url).await,
+        None => spawn_stdio(config).await,
+    }
+}
+
+/// The MCP handshake with a streamable-HTTP server.
+async fn connect_http(config: &McpServerConfig, url: &str) -> anyhow::Result<Client> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    let mut transport = StreamableHttpClientTransportConfig::with_uri(url);
+    for (name, value) in &config.headers {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes())?;
+        let value = axum::http::HeaderValue::from_str(value)
+            .map_err(|e| anyhow::anyhow!("header {name}: {e}"))?;
+        transport.custom_headers.insert(name, value);
+    }
+    if let Some(var) = &config.bearer_token_env {
+        let token = std::env::var(var)
+            .map_err(|_| anyhow::anyhow!("bearer_token_env names {var}, which is not set"))?;
+        transport.auth_header = Some(token);
+    }
+    let transport = StreamableHttpClientTransport::from_config(transport);
+    let client = tokio::time::timeout(config.startup_timeout(), ().serve(transport))
+        .await
+        .map_err(|_| anyhow::anyhow!("the MCP handshake with {url} timed out"))?
+        .map_err(|e| anyhow::anyhow!("the MCP handshake with {url} failed: {e}"))?;
+    Ok(client)
+}
+
+/// Starts the process and runs the MCP handshake on its stdio.
+async fn spawn_stdio(config: &McpServerConfig) -> anyhow::Result<Client> {
     let command = config.command.as_deref().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(&config.args)
