@@ -23,11 +23,16 @@ export ORT_DYLIB_PATH
 # with pip into the cache (scripts/pyclients.sh: idempotent, honours $VOXLOOP_PYCLIENTS).
 VOXLOOP_PYCLIENTS := $(shell scripts/pyclients.sh || echo FAILED)
 export VOXLOOP_PYCLIENTS
+# The MCP reference server (npm @modelcontextprotocol/server-everything) for the MCP client
+# tests, installed with npm into the cache (scripts/mcp_everything.sh: idempotent, honours
+# $VOXLOOP_MCP_EVERYTHING).
+VOXLOOP_MCP_EVERYTHING := $(shell scripts/mcp_everything.sh || echo FAILED)
+export VOXLOOP_MCP_EVERYTHING
 
 ARGS ?=
 
 .PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
-  check-onnxruntime check-pyclients
+  check-onnxruntime check-pyclients check-mcp-everything
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -45,6 +50,10 @@ check-pyclients:
 	@if [[ "$(VOXLOOP_PYCLIENTS)" == FAILED || -z "$(VOXLOOP_PYCLIENTS)" ]]; then \
 	  echo "error: could not install the Python clients (see scripts/pyclients.sh output above)" >&2; exit 1; fi
 
+check-mcp-everything:
+	@if [[ "$(VOXLOOP_MCP_EVERYTHING)" == FAILED || -z "$(VOXLOOP_MCP_EVERYTHING)" ]]; then \
+	  echo "error: could not install the MCP reference server (see scripts/mcp_everything.sh output above)" >&2; exit 1; fi
+
 run: check-libtorch check-minilm check-onnxruntime
 	scripts/sample_library.sh data/samples
 	$(CARGO) run --bin voxloop -- index add data/samples
@@ -61,7 +70,7 @@ clippy: check-libtorch
 	@# The Qdrant server backend is off by default; compile and lint it too.
 	$(CARGO) clippy -p voxloop-retrieval --all-targets --features qdrant-server -- -D warnings
 
-unit: check-libtorch check-minilm check-onnxruntime check-pyclients
+unit: check-libtorch check-minilm check-onnxruntime check-pyclients check-mcp-everything
 	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.

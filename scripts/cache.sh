@@ -6,3 +6,18 @@ cache=${VOXLOOP_CACHE:-$root/.cache}
 python=${PYTHON:-python3}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+
+# install_once DEST COMMAND...: unless DEST is complete, runs COMMAND with the directory to fill
+# appended as its last argument (DEST.partial), then moves it to DEST and marks it complete, so
+# an interrupted install never looks finished. Its output goes to stderr.
+install_once() {
+  local dest=$1
+  shift
+  [[ -f "$dest/.complete" ]] && return 0
+  rm -rf "$dest.partial"
+  mkdir -p "$dest.partial"
+  "$@" "$dest.partial" >&2
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+  touch "$dest/.complete"
+}

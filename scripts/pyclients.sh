@@ -22,16 +22,11 @@ fi
 source "$(dirname "$0")/cache.sh"
 dest="$cache/pyclients-$STAMP"
 
-if [[ -f "$dest/.complete" ]]; then
-  echo "$dest"
-  exit 0
-fi
-
-echo "pyclients.sh: installing ${PACKAGES[*]} into $dest" >&2
-rm -rf "$dest.partial"
-"$python" -m pip install --quiet --disable-pip-version-check --no-compile \
-  --target "$dest.partial" "${PACKAGES[@]}" >&2
-rm -rf "$dest"
-mv "$dest.partial" "$dest"
-touch "$dest/.complete"
+# pip's --target must come last: install_once appends the directory to fill.
+pip_target() {
+  "$python" -m pip install --quiet --disable-pip-version-check --no-compile "${PACKAGES[@]}" \
+    --target "$1"
+}
+[[ -f "$dest/.complete" ]] || echo "pyclients.sh: installing ${PACKAGES[*]} into $dest" >&2
+install_once "$dest" pip_target
 echo "$dest"

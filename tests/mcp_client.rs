@@ -213,3 +213,55 @@ fn tools_of_a_streamable_http_server_run_in_agent_turns() {
     let health = json_body(&http_request(c.addr, "GET", "/healthz", None).1);
     assert_eq!(health["mcp_servers"][0]["state"], "failed", "{health}");
 }
+
+/// The MCP reference server (npm `@modelcontextprotocol/server-everything`, installed by
+/// `scripts/mcp_everything.sh`; the Makefile exports its path as `VOXLOOP_MCP_EVERYTHING`), over
+/// stdio: its tools are listed with their schemas, and all of them compile into the agent's
+/// call grammar (the agent loads with them).
+#[test]
+fn the_reference_server_everything_gives_its_tools_to_the_agent() {
+    let bin = match std::env::var_os("VOXLOOP_MCP_EVERYTHING") {
+        Some(bin) if Path::new(&bin).is_file() => bin,
+        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
+            panic!(
+                "VOXLOOP_MCP_EVERYTHING is not the server's executable (scripts/mcp_everything.sh)"
+            )
+        }
+        _ => {
+            eprintln!("VOXLOOP_MCP_EVERYTHING unset: the reference server test is skipped");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("voxloop.toml");
+    let toml = format!(
+        "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n\
+         [tools.weather]\nenabled = false\n\
+         [[mcp.servers]]\nname = \"everything\"\ncommand = {:?}\nargs = [\"stdio\"]\n",
+        dir.path().join("data").display().to_string(),
+        Path::new(&bin).display().to_string(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let (child, addr) = support::start_server(support::serve_command(&config, true));
+    let server = Server { child, addr, _dir: Some(dir) };
+
+    let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
+    let entry = &health["mcp_servers"][0];
+    assert_eq!(entry["state"], "running", "{health}");
+    let count = entry["tools"].as_u64().unwrap();
+    assert!(count >= 10, "{health}");
+    let agent_tools = health["agent"]["tools"].as_array().unwrap();
+    let mcp_tools = agent_tools.iter().filter(|t| t.as_str().unwrap().starts_with("everything__"));
+    assert_eq!(mcp_tools.count() as u64, count, "every tool reached the agent: {health}");
+
+    let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
+    let sum = tools
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == "everything__get-sum")
+        .unwrap_or_else(|| panic!("no get-sum: {tools}"));
+    let parameters = &sum["function"]["parameters"];
+    assert_eq!(parameters["properties"]["a"]["type"], "number", "{sum}");
+    assert_eq!(parameters["required"], json!(["a", "b"]), "{sum}");
+}
