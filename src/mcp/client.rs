@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use opentelemetry::trace::TraceContextExt as _;
 use rmcp::model::{CallToolRequestParams, ContentBlock, RequestMetaObject, ResourceContents};
-use rmcp::service::{RoleClient, RunningService, ServiceExt};
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
@@ -114,8 +114,9 @@ impl McpServer {
         Ok((server, tools, destructive))
     }
 
-    /// The running client, started again first if the process died and its backoff is over.
-    async fn client(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Client>, ToolError> {
+    /// A handle on the running client, started again first if the process died and its
+    /// backoff is over.
+    async fn peer(&self) -> Result<Peer<RoleClient>, ToolError> {
         let mut state = self.state.lock().await;
         if let State::Running(client) = &*state {
             if client.is_transport_closed() {
@@ -153,10 +154,10 @@ impl McpServer {
                 }
             }
         }
-        Ok(tokio::sync::MutexGuard::map(state, |state| match state {
-            State::Running(client) => client,
-            State::Down { .. } => unreachable!("the server was just started"),
-        }))
+        match &*state {
+            State::Running(client) => Ok(client.peer().clone()),
+            State::Down { error, .. } => Err(down(self.name(), error, None)),
+        }
     }
 
     /// Marks the server down after a call found its transport gone.
@@ -290,9 +291,7 @@ impl DynTool for McpTool {
                 meta.insert("traceparent".to_owned(), Value::String(traceparent));
                 params.meta = Some(meta);
             }
-            let client = self.server.client().await?;
-            let peer = client.peer().clone();
-            drop(client);
+            let peer = self.server.peer().await?;
             match peer.call_tool(params).instrument(span).await {
                 Ok(result) => {
                     let text = render_content(&result.content, result.structured_content.as_ref());

@@ -340,11 +340,7 @@ impl Agent {
     /// Runs one turn of `session` with `input`; see the module documentation. The turn runs
     /// as the returned stream is polled.
     pub fn run_turn<'a>(&'a self, session: &'a mut Session, input: TurnInput) -> TurnStream<'a> {
-        let cancel = CancelHandle::new();
-        let handle = cancel.clone();
-        TurnStream::new(cancel, move |out| {
-            Box::pin(turn::drive(self, session, turn::Begin::Input(input), out, handle))
-        })
+        self.turn(session, turn::Begin::Input(input), None)
     }
 
     /// [`run_turn`](Self::run_turn), with the speech rendered: when the session speaks
@@ -358,14 +354,7 @@ impl Agent {
         input: TurnInput,
         renderer: Option<&SpeechRenderer>,
     ) -> TurnStream<'a> {
-        let speech = renderer
-            .filter(|_| session.settings().speech)
-            .map(|renderer| (renderer, session.extensions().clone()));
-        let stream = self.run_turn(session, input);
-        match speech {
-            Some((renderer, extensions)) => stream.with_speech(renderer, extensions),
-            None => stream,
-        }
+        self.turn(session, turn::Begin::Input(input), renderer)
     }
 
     /// Answers the history `session` holds, without new input: the history was written by the
@@ -382,13 +371,24 @@ impl Agent {
         client_tools: Option<Arc<ClientTools>>,
         renderer: Option<&SpeechRenderer>,
     ) -> TurnStream<'a> {
+        self.turn(session, turn::Begin::Continue(client_tools), renderer)
+    }
+
+    /// The stream of a turn that starts as `begin` says, its speech rendered by `renderer`
+    /// when the session speaks.
+    fn turn<'a>(
+        &'a self,
+        session: &'a mut Session,
+        begin: turn::Begin,
+        renderer: Option<&SpeechRenderer>,
+    ) -> TurnStream<'a> {
         let speech = renderer
             .filter(|_| session.settings().speech)
             .map(|renderer| (renderer, session.extensions().clone()));
         let cancel = CancelHandle::new();
         let handle = cancel.clone();
         let stream = TurnStream::new(cancel, move |out| {
-            Box::pin(turn::drive(self, session, turn::Begin::Continue(client_tools), out, handle))
+            Box::pin(turn::drive(self, session, begin, out, handle))
         });
         match speech {
             Some((renderer, extensions)) => stream.with_speech(renderer, extensions),
