@@ -18,6 +18,11 @@ export VOXLOOP_MINILM_DIR
 # $ORT_DYLIB_PATH; taken once from PyPI's onnxruntime wheel).
 ORT_DYLIB_PATH := $(shell scripts/onnxruntime.sh || echo FAILED)
 export ORT_DYLIB_PATH
+# Silero VAD (silero_vad.onnx), the realtime front door's voice activity detection, on that ONNX
+# Runtime (scripts/silero_vad.sh: idempotent, honours $VOXLOOP_SILERO_VAD; taken once from PyPI's
+# silero-vad wheel).
+VOXLOOP_SILERO_VAD := $(shell scripts/silero_vad.sh || echo FAILED)
+export VOXLOOP_SILERO_VAD
 
 # The official Python clients the front-door tests drive voxloop with (PyPI `mcp`), installed
 # with pip into the cache (scripts/pyclients.sh: idempotent, honours $VOXLOOP_PYCLIENTS).
@@ -32,7 +37,7 @@ export VOXLOOP_MCP_EVERYTHING
 ARGS ?=
 
 .PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
-  check-onnxruntime check-pyclients check-mcp-everything
+  check-onnxruntime check-silero-vad check-pyclients check-mcp-everything
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -46,6 +51,10 @@ check-onnxruntime:
 	@if [[ "$(ORT_DYLIB_PATH)" == FAILED || -z "$(ORT_DYLIB_PATH)" ]]; then \
 	  echo "error: could not prepare ONNX Runtime (see scripts/onnxruntime.sh output above)" >&2; exit 1; fi
 
+check-silero-vad:
+	@if [[ "$(VOXLOOP_SILERO_VAD)" == FAILED || -z "$(VOXLOOP_SILERO_VAD)" ]]; then \
+	  echo "error: could not prepare the Silero VAD model (see scripts/silero_vad.sh output above)" >&2; exit 1; fi
+
 check-pyclients:
 	@if [[ "$(VOXLOOP_PYCLIENTS)" == FAILED || -z "$(VOXLOOP_PYCLIENTS)" ]]; then \
 	  echo "error: could not install the Python clients (see scripts/pyclients.sh output above)" >&2; exit 1; fi
@@ -54,7 +63,7 @@ check-mcp-everything:
 	@if [[ "$(VOXLOOP_MCP_EVERYTHING)" == FAILED || -z "$(VOXLOOP_MCP_EVERYTHING)" ]]; then \
 	  echo "error: could not install the MCP reference server (see scripts/mcp_everything.sh output above)" >&2; exit 1; fi
 
-run: check-libtorch check-minilm check-onnxruntime
+run: check-libtorch check-minilm check-onnxruntime check-silero-vad
 	scripts/sample_library.sh data/samples
 	$(CARGO) run --bin voxloop -- index add data/samples
 	$(CARGO) run --bin voxloop -- serve $(ARGS)
@@ -70,7 +79,7 @@ clippy: check-libtorch
 	@# The Qdrant server backend is off by default; compile and lint it too.
 	$(CARGO) clippy -p voxloop-retrieval --all-targets --features qdrant-server -- -D warnings
 
-unit: check-libtorch check-minilm check-onnxruntime check-pyclients check-mcp-everything
+unit: check-libtorch check-minilm check-onnxruntime check-silero-vad check-pyclients check-mcp-everything
 	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.

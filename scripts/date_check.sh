@@ -18,7 +18,8 @@ THREADS=(1 2)
 # Test targets that run agent turns (core) or the service with a model (root package), and the
 # examples that run agent turns (they end in assertions), as `make examples` built them.
 TARGETS=(agent_cancel agent_loop agent_prefix agent_session agent_spans agent_tools generate_loop
-  agent_api agent_approval agent_sessions chat_completions mcp_client generate_cli telemetry cli)
+  agent_api agent_approval agent_sessions chat_completions mcp_client realtime generate_cli telemetry
+  cli)
 EXAMPLES=(custom_tool fact_lookup_agent)
 
 lib=$(scripts/faketime.sh)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official Python clients the front-door tests drive voxloop with (PyPI `mcp`, the MCP
-# Python SDK; PyPI `openai`, the OpenAI Python SDK, for the Chat Completions endpoint), installed
-# with pip into the git-ignored cache; prints the directory to put on PYTHONPATH.
+# Python SDK; PyPI `openai`, the OpenAI Python SDK, for Chat Completions, with `websockets` for
+# its realtime client: the `openai[realtime]` extra), installed with pip into the git-ignored
+# cache; prints the directory to put on PYTHONPATH.
 #
 #   scripts/pyclients.sh        # install once (idempotent), print the directory
 #
@@ -10,8 +11,8 @@
 set -euo pipefail
 
 # Bump together with the pins: a new list installs into a new directory.
-PACKAGES=("mcp==2.3.0" "openai==3.51.0")
-STAMP=mcp2.3.0-openai3.51.0
+PACKAGES=("mcp==2.3.0" "openai==3.51.0" "websockets==15.0.1")
+STAMP=mcp2.3.0-openai3.51.0-websockets15.0.1
 
 if [[ -n "${VOXLOOP_PYCLIENTS:-}" ]]; then
   echo "$VOXLOOP_PYCLIENTS"

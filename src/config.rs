@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use voxloop_core::DeviceSpec;
 
 pub mod mcp;
+mod realtime;
 mod telemetry;
 
+pub use realtime::RealtimeConfig;
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 /// Where configuration is looked for when `--config` is not given.
@@ -41,6 +43,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The tools as an MCP server (`[mcp]`): `voxloop mcp` and `/mcp`.
     pub mcp: mcp::McpConfig,
+    /// The realtime WebSocket (`[realtime]`): connections, server VAD.
+    pub realtime: RealtimeConfig,
 }
 
 /// `[server]`
@@ -227,6 +231,7 @@ impl Config {
         config.apply_env(env)?;
         config.validate_agent()?;
         config.mcp.validate()?;
+        config.realtime.validate()?;
         Ok(config)
     }
 
@@ -253,6 +258,9 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(path) = env("VOXLOOP_SILERO_VAD").filter(|p| !p.is_empty()) {
+            self.realtime.vad_model = Some(PathBuf::from(path));
+        }
         if let Some(addr) = env("VOXLOOP_ADDR") {
             self.server.addr = addr.parse().map_err(|e| ConfigError::Env {
                 var: "VOXLOOP_ADDR",

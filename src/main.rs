@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod http;
 mod mcp;
+mod realtime;
 mod runtime;
 mod telemetry;
 

@@ -15,7 +15,6 @@ mod support;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,9 +24,7 @@ use support::{http_post, http_request, json_body, Server, Sse};
 /// The id `/v1/models` lists for the loaded checkpoint.
 const MODEL: &str = "step-audio-2-mini";
 
-/// The tools that would need the network are off: nothing leaves the machine.
-const OFFLINE_TOOLS: &str =
-    "[tools.web_search]\nenabled = false\n\n[tools.weather]\nenabled = false\n";
+use support::OFFLINE_TOOLS;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,51 +34,12 @@ fn root() -> &'static Path {
 /// token2wav fixture's voice (`fixture`) and token2wav pointed at the fixture, so audio
 /// answers are rendered.
 fn serve() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let voices = data.join("voices");
-    support::fixture_voice(&voices);
-    let t2w = root().join("voices/tests/fixtures/token2wav");
-    let toml = format!(
-        "[paths]\ndata_dir = {data:?}\n\n{OFFLINE_TOOLS}\n[voice]\ntoken2wav = {t2w:?}\n\
-         dir = {voices:?}\nname = \"fixture\"\n"
-    );
-    let config = dir.path().join("voxloop.toml");
-    std::fs::write(&config, toml).unwrap();
-    let (child, addr) = support::start_server(support::serve_command(&config, true));
-    Server { child, addr, _dir: Some(dir) }
+    support::serve_speaking("")
 }
 
-/// Runs `tests/chat/client.py <command> <addr> <args>` with the SDK on `PYTHONPATH`; its JSON
-/// report. The caller's OpenAI settings and proxies are kept out: it talks to `addr` only.
+/// Runs `tests/chat/client.py <command> <addr> <args>`; its JSON report.
 fn client(pyclients: &Path, command: &str, addr: SocketAddr, args: &[&Path]) -> Value {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python)
-        .arg(root().join("tests/chat/client.py"))
-        .arg(command)
-        .arg(addr.to_string())
-        .args(args)
-        .env("PYTHONPATH", pyclients)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client.py {command} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "client.py {command} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    support::python_report(pyclients, "tests/chat/client.py", command, addr, args)
 }
 
 /// Checks the envelope every non-streamed answer has; its only choice.
@@ -200,21 +158,10 @@ fn text_in_gives_text_out_with_usage() {
 fn speech_in_gives_text_and_a_wav_answer() {
     let Some(pyclients) = support::python_clients("openai") else { return };
     let recording = tempfile::tempdir().unwrap();
-    let wav = recording.path().join("question.wav");
-    let spoke = Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav)
-        .arg("what is the weather in Paris")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !spoke {
-        assert!(
-            std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "espeak-ng is needed to record the spoken question"
-        );
-        eprintln!("espeak-ng not installed: the speech-in test is skipped");
+    let Some(wav) = support::spoken_question(recording.path(), "what is the weather in Paris")
+    else {
         return;
-    }
+    };
     let server = serve();
     let report = client(&pyclients, "audio", server.addr, &[&wav]);
 

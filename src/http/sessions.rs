@@ -81,7 +81,7 @@ use crate::runtime::setup::{parse_tool_choice, AgentRuntime};
 use extract::{ApiError, JsonBody, RequestBody, Runtime, SessionSlot};
 
 mod extract;
-mod stored;
+pub(crate) mod stored;
 mod turn;
 
 pub use crate::http::upload::MAX_BODY_BYTES;

@@ -327,3 +327,82 @@ pub fn python_clients(package: &str) -> Option<std::path::PathBuf> {
         }
     }
 }
+
+/// The built-in tools that would need the network, off: nothing leaves the machine.
+pub const OFFLINE_TOOLS: &str =
+    "[tools.web_search]\nenabled = false\n\n[tools.weather]\nenabled = false\n";
+
+/// `voxloop serve` on the tiny checkpoint with offline tools, speech rendered by the
+/// token2wav fixture in its voice (`fixture`, the only one of the library), and `extra`
+/// appended to the config file.
+pub fn serve_speaking(extra: &str) -> Server {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let voices = data.join("voices");
+    fixture_voice(&voices);
+    let t2w = root.join("voices/tests/fixtures/token2wav");
+    let toml = format!(
+        "[paths]\ndata_dir = {data:?}\n\n{OFFLINE_TOOLS}\n[voice]\ntoken2wav = {t2w:?}\n\
+         dir = {voices:?}\nname = \"fixture\"\n\n{extra}"
+    );
+    let config = dir.path().join("voxloop.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = serve_command(&config, true);
+    cmd.env_remove("VOXLOOP_SILERO_VAD");
+    let (child, addr) = start_server(cmd);
+    Server { child, addr, _dir: Some(dir) }
+}
+
+/// Runs the Python test client `script` (relative to the repository) as
+/// `script <command> <addr> <args>` with the official clients on `PYTHONPATH`; its one JSON
+/// report. The caller's OpenAI settings and proxies are kept out: it talks to `addr` only.
+pub fn python_report(
+    pyclients: &std::path::Path,
+    script: &str,
+    command: &str,
+    addr: SocketAddr,
+    args: &[&std::path::Path],
+) -> serde_json::Value {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .arg(command)
+        .arg(addr.to_string())
+        .args(args)
+        .env("PYTHONPATH", pyclients)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {command} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{script} {command} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// `text` spoken by espeak-ng into `dir/question.wav`, or `None` when espeak-ng is missing:
+/// the caller's test is skipped, except under `VOXLOOP_REQUIRE_MODELS=1`, where it fails.
+pub fn spoken_question(dir: &std::path::Path, text: &str) -> Option<std::path::PathBuf> {
+    let wav = dir.join("question.wav");
+    let spoke =
+        Command::new("espeak-ng").arg("-w").arg(&wav).arg(text).status().is_ok_and(|s| s.success());
+    if !spoke {
+        assert!(
+            std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() != Ok("1"),
+            "espeak-ng is needed to record the spoken question"
+        );
+        eprintln!("espeak-ng not installed: this speech-in test is skipped");
+        return None;
+    }
+    Some(wav)
+}

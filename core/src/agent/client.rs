@@ -9,6 +9,12 @@
 //! turn ends with [`TurnEndReason::ToolCalls`]. The assistant turn that made them stays in the
 //! history; the caller appends one [`Turn::ToolResult`] per call and continues.
 //!
+//! Declared with [`Agent::client_tools_beside_own`](super::Agent::client_tools_beside_own),
+//! they sit beside the agent's registered tools (OpenAI Realtime: the service's own tools run
+//! server side, the client's come back to it): the model is told of both, calls of registered
+//! tools run as usual, and a step that calls a client tool still ends the turn after its
+//! registered calls ran.
+//!
 //! [`AgentEvent::ToolCallRequested`]: super::AgentEvent::ToolCallRequested
 //! [`TurnEndReason::ToolCalls`]: super::TurnEndReason::ToolCalls
 //! [`Turn::ToolResult`]: crate::session::Turn::ToolResult
@@ -24,6 +30,8 @@ use crate::Result;
 #[derive(Clone)]
 pub struct ClientTools {
     definitions: Vec<ToolDefinition>,
+    /// The agent's registered tools declared with them (empty: the client's alone).
+    beside: Vec<ToolDefinition>,
     constraints: Arc<dyn ConstraintFactory>,
 }
 
@@ -37,12 +45,23 @@ impl std::fmt::Debug for ClientTools {
 impl ClientTools {
     pub(crate) fn new(
         definitions: Vec<ToolDefinition>,
+        beside: Vec<ToolDefinition>,
         constraints: Arc<dyn ConstraintFactory>,
     ) -> Self {
-        Self { definitions, constraints }
+        Self { definitions, beside, constraints }
     }
 
-    /// The declared tools, in order.
+    /// Whether `name` is a tool the client runs.
+    pub fn runs(&self, name: &str) -> bool {
+        self.definitions.iter().any(|d| d.name == name)
+    }
+
+    /// Whether the agent's registered tools are declared (and run) beside them.
+    pub fn beside_own(&self) -> bool {
+        !self.beside.is_empty()
+    }
+
+    /// The client's tools, in order.
     pub fn definitions(&self) -> &[ToolDefinition] {
         &self.definitions
     }
@@ -52,9 +71,17 @@ impl ClientTools {
         self.definitions.is_empty()
     }
 
-    /// The text of the `tool_json_schemas` turn that declares them, as for registered tools.
+    /// Whether no tool at all is declared (neither the client's nor the agent's).
+    pub fn declares_nothing(&self) -> bool {
+        self.definitions.is_empty() && self.beside.is_empty()
+    }
+
+    /// The text of the `tool_json_schemas` turn that declares them (the agent's own first,
+    /// when beside them), as for registered tools.
     pub fn tool_json_schemas(&self) -> Result<String> {
-        tool_json_schemas(&self.definitions)
+        let all: Vec<ToolDefinition> =
+            self.beside.iter().chain(&self.definitions).cloned().collect();
+        tool_json_schemas(&all)
     }
 
     /// The logits masks of their steps.

@@ -334,7 +334,32 @@ impl Agent {
         if !parallel {
             grammar = grammar.single_call();
         }
-        Ok(ClientTools::new(definitions, Arc::new(grammar)))
+        Ok(ClientTools::new(definitions, Vec::new(), Arc::new(grammar)))
+    }
+
+    /// [`client_tools`](Self::client_tools) beside the agent's registered tools: the model is
+    /// told of both (the registered ones first), calls of registered tools run through their
+    /// stacks, and a step that calls a client tool ends the turn with
+    /// [`TurnEndReason::ToolCalls`] once its registered calls ran. A client tool may not take
+    /// a registered tool's name.
+    pub fn client_tools_beside_own(
+        &self,
+        definitions: Vec<ToolDefinition>,
+        parallel: bool,
+    ) -> Result<ClientTools> {
+        if let Some(clash) = definitions.iter().find(|d| self.tools.contains(&d.name)) {
+            return Err(Error::Agent(format!(
+                "the client tool {:?} has the name of one of the agent's tools",
+                clash.name
+            )));
+        }
+        let own = self.tools.definitions();
+        let all: Vec<ToolDefinition> = own.iter().chain(&definitions).cloned().collect();
+        let mut grammar = self.grammar.with_tools(&all)?;
+        if !parallel {
+            grammar = grammar.single_call();
+        }
+        Ok(ClientTools::new(definitions, own, Arc::new(grammar)))
     }
 
     /// Runs one turn of `session` with `input`; see the module documentation. The turn runs

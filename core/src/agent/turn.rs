@@ -171,9 +171,26 @@ impl TurnRun<'_> {
                 session.commit_assistant(&generated.prompt, generated.turn);
                 return Ok(finished);
             }
-            if self.client.is_some() {
-                // The client runs them: report the well-formed calls and stop here.
-                let requested = generated.turn.calls.clone();
+            let client_calls = self.client.map(|client| {
+                let theirs = |call: &ToolCall| !client.beside_own() || client.runs(&call.name);
+                generated.turn.calls.iter().filter(|c| theirs(c)).cloned().collect::<Vec<_>>()
+            });
+            if let Some(requested) = client_calls.filter(|calls| !calls.is_empty()) {
+                // Beside the agent's own tools: those of the step's calls run first (their
+                // results join the history in call order), then the client gets its own.
+                let beside = self.client.is_some_and(ClientTools::beside_own);
+                let ours: Vec<CallSlot> = generated
+                    .calls
+                    .iter()
+                    .filter(|_| beside)
+                    .filter(|slot| match slot {
+                        Ok(call) => !requested.iter().any(|r| r.id == call.id),
+                        Err(_) => true,
+                    })
+                    .cloned()
+                    .collect();
+                let (results, cancelled) =
+                    if ours.is_empty() { (Vec::new(), false) } else { self.run_tools(&ours).await };
                 for call in &requested {
                     self.out.emit(AgentEvent::ToolCallRequested {
                         id: call.id.clone(),
@@ -182,7 +199,19 @@ impl TurnRun<'_> {
                     });
                 }
                 session.commit_assistant(&generated.prompt, generated.turn);
-                return Ok(if requested.is_empty() { finished } else { TurnEndReason::ToolCalls });
+                for result in results {
+                    session.push_turn(Turn::ToolResult(self.result_turn(result)));
+                }
+                return Ok(if cancelled {
+                    TurnEndReason::Cancelled
+                } else {
+                    TurnEndReason::ToolCalls
+                });
+            }
+            if self.client.is_some_and(|client| !client.beside_own()) {
+                // Only malformed calls, which no client can run: the step ends the turn.
+                session.commit_assistant(&generated.prompt, generated.turn);
+                return Ok(finished);
             }
             let (results, cancelled) = if last {
                 // The step's mask forbade calls; a custom factory may not have.

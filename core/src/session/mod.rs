@@ -248,8 +248,53 @@ impl Session {
         self.cache = None;
     }
 
-    pub(crate) fn push_turn(&mut self, turn: Turn) {
+    /// Appends `turn` to the history (a front door that keeps a conversation and writes
+    /// some of its turns itself: the realtime API's items). The cache record stays valid: the
+    /// next turn prefills the new turn on top of it.
+    pub fn push_turn(&mut self, turn: Turn) {
         self.history.push(turn);
+    }
+
+    /// Replaces turn `index` (a new system prompt or tool set, an assistant turn cut to
+    /// what the user heard). The cache record is cut before that turn: the next turn
+    /// prefills it and the turns after it again. Fails for an index past the end.
+    pub fn replace_turn(&mut self, index: usize, turn: Turn) -> Result<()> {
+        let slot = self.history.get_mut(index).ok_or_else(|| no_turn(index))?;
+        *slot = turn;
+        self.cut_cache_at(index);
+        Ok(())
+    }
+
+    /// Inserts `turn` before turn `index` (`index` = the length appends); the cache record
+    /// is cut there as by [`replace_turn`](Self::replace_turn).
+    pub fn insert_turn(&mut self, index: usize, turn: Turn) -> Result<()> {
+        if index > self.history.len() {
+            return Err(no_turn(index));
+        }
+        self.history.insert(index, turn);
+        self.cut_cache_at(index);
+        Ok(())
+    }
+
+    /// Removes turn `index`; the cache record is cut there as by
+    /// [`replace_turn`](Self::replace_turn).
+    pub fn remove_turn(&mut self, index: usize) -> Result<Turn> {
+        if index >= self.history.len() {
+            return Err(no_turn(index));
+        }
+        self.cut_cache_at(index);
+        Ok(self.history.remove(index))
+    }
+
+    /// Forgets what the cache holds from turn `index` on.
+    fn cut_cache_at(&mut self, index: usize) {
+        if let Some(cache) = self.cache.as_mut() {
+            if let Some(range) = cache.turns.get(index).cloned() {
+                cache.turns.truncate(index);
+                cache.ids.truncate(range.start);
+                cache.open = false;
+            }
+        }
     }
 
     /// Records a prefill of the uncached turns: `ids` were appended to the cache, `ranges`
@@ -285,6 +330,10 @@ impl Session {
         }
         self.history.push(Turn::Assistant(turn));
     }
+}
+
+fn no_turn(index: usize) -> Error {
+    Error::Agent(format!("the history has no turn {index}"))
 }
 
 fn format_error(path: &Path, message: String) -> Error {

@@ -64,6 +64,42 @@ impl AssistantTurn {
     }
 }
 
+impl AssistantTurn {
+    /// The turn as far as its first `codes` speech codes (40 ms each at 25 Hz): what a
+    /// listener who stopped it there heard. The text between those codes is kept, later
+    /// speech and text are dropped; its tool calls are kept whole (their results follow in
+    /// the history). `text` becomes the kept transcript.
+    pub fn truncated_to_codes(&self, tokenizer: &StepTokenizer, codes: usize) -> Self {
+        let special = tokenizer.special();
+        let calls_start =
+            self.ids.iter().position(|&id| id == special.tool_call_start).unwrap_or(self.ids.len());
+        let mut seen = 0;
+        let cut = self.ids[..calls_start]
+            .iter()
+            .position(|&id| {
+                let is_code = special.audio_code(id).is_some();
+                seen += usize::from(is_code);
+                is_code && seen > codes
+            })
+            .unwrap_or(calls_start);
+        let mut ids = self.ids[..cut].to_vec();
+        ids.extend_from_slice(&self.ids[calls_start..]);
+        let spoken: Vec<i64> = self.ids[..cut]
+            .iter()
+            .copied()
+            .filter(|&id| special.classify(id) == crate::tokenizer::TokenClass::Text)
+            .collect();
+        let text = tokenizer.decode(&spoken).unwrap_or_default();
+        Self { speech: self.speech, ids, text, calls: self.calls.clone() }
+    }
+
+    /// How many speech codes the turn holds.
+    pub fn speech_codes(&self, tokenizer: &StepTokenizer) -> usize {
+        let special = tokenizer.special();
+        self.ids.iter().filter(|&&id| special.audio_code(id).is_some()).count()
+    }
+}
+
 /// The result of one tool call, shown to the model in an `input` turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolResultTurn {

@@ -19,7 +19,7 @@ use crate::runtime::store::{valid_id, Loaded, Meta};
 /// panicked, which releases it) and the failure, logged at warn. Nothing is written without
 /// a store, or for a session that `DELETE` removed: a removal that comes while the file is
 /// written is redone after it.
-pub(super) async fn save(
+pub(crate) async fn save(
     rt: &AgentRuntime,
     slot: &Arc<Slot>,
     guard: OwnedMutexGuard<SessionState>,
@@ -55,7 +55,7 @@ pub(super) async fn save(
 
 /// Saves a session before it is in the table (at its creation); returns it and the failure
 /// (logged at warn).
-pub(super) async fn save_new(
+pub(crate) async fn save_new(
     rt: &AgentRuntime,
     state: SessionState,
 ) -> Result<(SessionState, Option<String>), ApiError> {
@@ -82,7 +82,7 @@ pub(super) async fn save_new(
 /// The session `id`: in memory, else read back from disk into the table. `404` for an id
 /// that is neither (or not one the service gives out), `500` naming the session and the
 /// problem when its file cannot be read, `503` when the table is full of busy sessions.
-pub(super) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, ApiError> {
+pub(crate) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, ApiError> {
     if let Some(slot) = rt.sessions.get(id) {
         return Ok(slot);
     }
@@ -124,14 +124,14 @@ pub(super) async fn find(rt: &AgentRuntime, id: &str) -> Result<Arc<Slot>, ApiEr
 }
 
 /// Logs a session evicted from memory.
-pub(super) fn log_eviction(evicted: Option<String>) {
+pub(crate) fn log_eviction(evicted: Option<String>) {
     if let Some(old) = evicted {
         tracing::info!(session = %old, "session evicted from memory (max_sessions reached)");
     }
 }
 
 /// The answer when every slot is busy.
-pub(super) fn table_full(full: Full) -> ApiError {
+pub(crate) fn table_full(full: Full) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
@@ -142,7 +142,7 @@ pub(super) fn table_full(full: Full) -> ApiError {
 }
 
 /// Deletes the files of `id`: whether there were any. An error names the session.
-pub(super) async fn remove(rt: &AgentRuntime, id: &str) -> Result<bool, String> {
+pub(crate) async fn remove(rt: &AgentRuntime, id: &str) -> Result<bool, String> {
     let Some(store) = rt.store.clone() else { return Ok(false) };
     if !valid_id(id) {
         return Ok(false);
@@ -157,7 +157,7 @@ pub(super) async fn remove(rt: &AgentRuntime, id: &str) -> Result<bool, String> 
 
 /// One session of `GET /v1/sessions`.
 #[derive(Debug, Serialize)]
-pub(super) struct Listed {
+pub(crate) struct Listed {
     id: String,
     /// `null` for a saved session whose meta file is lost.
     created_unix: Option<u64>,
@@ -167,7 +167,7 @@ pub(super) struct Listed {
 }
 
 /// The sessions in memory, then those only on disk; each group oldest first.
-pub(super) async fn list(rt: &AgentRuntime) -> Result<Vec<Listed>, String> {
+pub(crate) async fn list(rt: &AgentRuntime) -> Result<Vec<Listed>, String> {
     let mut listed: Vec<Listed> = rt
         .sessions
         .summaries()
