@@ -253,12 +253,6 @@ impl TurnDetector {
     pub fn in_speech(&self) -> bool {
         self.gate.in_speech
     }
-
-    /// `audio_start_ms` of the current speech, or of the last one after it stopped (0 before
-    /// any).
-    pub fn speech_start_ms(&self) -> u64 {
-        self.gate.speech_start_ms
-    }
 }
 
 #[cfg(test)]

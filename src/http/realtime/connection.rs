@@ -69,8 +69,9 @@ pub struct Connection {
     detector: Option<TurnDetector>,
     /// Why server VAD is off although asked for (said once per connection).
     vad_problem: Option<String>,
-    /// The item the speech being heard will become.
-    speech_item: Option<String>,
+    /// The item the speech being heard will become, and where that speech started (ms on
+    /// the connection's audio clock).
+    speech_item: Option<(String, u64)>,
     tools: Option<Arc<ClientTools>>,
     running: Option<Running>,
     deferred: VecDeque<Deferred>,

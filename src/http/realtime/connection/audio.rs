@@ -134,7 +134,7 @@ impl Connection {
                         json!({ "audio_start_ms": audio_start_ms, "item_id": item_id }),
                     )
                     .await;
-                    self.speech_item = Some(item_id);
+                    self.speech_item = Some((item_id, audio_start_ms));
                     if turn_detection.interrupt_response {
                         if let Some(cancel) = self.running.as_mut().and_then(|r| r.cancel.take()) {
                             let _ = cancel.send(CancelReason::TurnDetected);
@@ -142,13 +142,14 @@ impl Connection {
                     }
                 }
                 VadEvent::SpeechStopped { audio_end_ms } => {
-                    let item_id = self.speech_item.take().unwrap_or_else(|| new_id("item"));
+                    // The start of this speech (a later one may have begun in the same push).
+                    let (item_id, start_ms) =
+                        self.speech_item.take().unwrap_or_else(|| (new_id("item"), 0));
                     self.send(
                         "input_audio_buffer.speech_stopped",
                         json!({ "audio_end_ms": audio_end_ms, "item_id": item_id }),
                     )
                     .await;
-                    let start_ms = self.detector.as_ref().map_or(0, TurnDetector::speech_start_ms);
                     let samples =
                         self.buffer.take(ms_to_samples(start_ms), ms_to_samples(audio_end_ms));
                     self.committed(&item_id).await;
@@ -208,7 +209,7 @@ impl Connection {
                 ),
             ));
         }
-        let item_id = self.speech_item.take().unwrap_or_else(|| new_id("item"));
+        let item_id = self.speech_item.take().map_or_else(|| new_id("item"), |(id, _)| id);
         let end = self.buffer.end();
         let samples = self.buffer.take(self.buffer.start, end);
         if let Some(detector) = self.detector.as_mut() {
