@@ -57,6 +57,7 @@ use voxloop_core::session::Session;
 
 use crate::config::RealtimeConfig;
 use crate::http::sessions::stored;
+use crate::realtime::vad::VadPool;
 use crate::runtime::sessions::SessionState;
 use crate::runtime::setup::AgentRuntime;
 use connection::Connection;
@@ -66,12 +67,15 @@ pub struct RealtimeState {
     pub agent: Option<Arc<AgentRuntime>>,
     pub config: RealtimeConfig,
     connections: Arc<Semaphore>,
+    /// Silero VAD models that closed connections left, for the next ones.
+    vads: Arc<VadPool>,
 }
 
 impl RealtimeState {
     pub fn new(agent: Option<Arc<AgentRuntime>>, config: RealtimeConfig) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        Self { agent, config, connections }
+        let vads = Arc::new(VadPool::new(config.max_connections));
+        Self { agent, config, connections, vads }
     }
 }
 
@@ -124,9 +128,10 @@ async fn upgrade(State(state): State<Arc<RealtimeState>>, ws: WebSocketUpgrade) 
         return refuse(StatusCode::CONFLICT, format!("session {id:?} is busy"));
     };
     let config = state.config.clone();
+    let vads = Arc::clone(&state.vads);
     ws.max_message_size(protocol::MAX_FRAME_BYTES).on_upgrade(move |socket| async move {
         tracing::info!(session = %id, "realtime connection opened");
-        Connection::serve(rt, config, slot, guard, socket).await;
+        Connection::serve(rt, config, slot, guard, vads, socket).await;
         tracing::info!(session = %id, "realtime connection closed");
         drop(permit);
     })

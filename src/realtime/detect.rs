@@ -249,6 +249,12 @@ impl TurnDetector {
         self.gate.origin_ms + self.pushed * 1000 / u64::from(SAMPLE_RATE)
     }
 
+    /// The model back, its state reset, for another stream.
+    pub fn into_vad(mut self) -> SileroVad {
+        self.vad.reset();
+        self.vad
+    }
+
     /// Whether speech has started and not yet stopped.
     pub fn in_speech(&self) -> bool {
         self.gate.in_speech

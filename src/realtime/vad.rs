@@ -211,6 +211,44 @@ fn check_signature(session: &Session) -> Result<(), String> {
     Ok(())
 }
 
+/// Loaded models waiting for a stream: loading one takes an ONNX Runtime session (tens of
+/// milliseconds, more when many connections open at once), so a connection that closes gives
+/// its model back for the next. Holds at most `max` models.
+#[derive(Debug)]
+pub struct VadPool {
+    idle: std::sync::Mutex<Vec<SileroVad>>,
+    max: usize,
+}
+
+impl VadPool {
+    pub fn new(max: usize) -> Self {
+        Self { idle: std::sync::Mutex::new(Vec::new()), max }
+    }
+
+    /// An idle model of `model`'s file, else a new one loaded (blocking: call it on a blocking
+    /// thread).
+    pub fn take(&self, model: &Path, onnx_library: Option<&Path>) -> Result<SileroVad, VadError> {
+        let file = std::path::absolute(model).unwrap_or_else(|_| model.to_path_buf());
+        let reused = {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle.iter().position(|v| v.file == file).map(|i| idle.swap_remove(i))
+        };
+        match reused {
+            Some(vad) => Ok(vad),
+            None => SileroVad::load(model, onnx_library),
+        }
+    }
+
+    /// Gives `vad` back (its state reset).
+    pub fn give_back(&self, mut vad: SileroVad) {
+        vad.reset();
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < self.max {
+            idle.push(vad);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;

@@ -18,6 +18,7 @@ use super::settings::{RealtimeSettings, PCM_RATE};
 use crate::config::RealtimeConfig;
 use crate::http::sessions::stored;
 use crate::realtime::detect::TurnDetector;
+use crate::realtime::vad::VadPool;
 use crate::runtime::sessions::{SessionState, Slot};
 use crate::runtime::setup::AgentRuntime;
 
@@ -67,6 +68,8 @@ pub struct Connection {
     out: mpsc::Sender<String>,
     buffer: InputBuffer,
     detector: Option<TurnDetector>,
+    /// Where its model comes from and goes back to.
+    vads: Arc<VadPool>,
     /// Why server VAD is off although asked for (said once per connection).
     vad_problem: Option<String>,
     /// The item the speech being heard will become, and where that speech started (ms on
@@ -89,6 +92,7 @@ impl Connection {
         config: RealtimeConfig,
         slot: Arc<Slot>,
         guard: OwnedMutexGuard<SessionState>,
+        vads: Arc<VadPool>,
         socket: WebSocket,
     ) {
         let (mut sink, mut stream) = socket.split();
@@ -113,6 +117,7 @@ impl Connection {
             out,
             buffer: InputBuffer::default(),
             detector: None,
+            vads,
             vad_problem: None,
             speech_item: None,
             tools: None,
@@ -152,6 +157,7 @@ impl Connection {
             let finished = wait(&mut self.running).await;
             self.on_finished(finished).await;
         }
+        self.drop_detector();
         self.save().await;
         self.slot.idle();
         drop(self.state.take());
@@ -277,7 +283,7 @@ impl Connection {
         if before.turn_detection.as_ref().map(|t| &t.vad)
             != self.settings.turn_detection.as_ref().map(|t| &t.vad)
         {
-            self.detector = None;
+            self.drop_detector();
             self.speech_item = None;
         }
         self.send_session("session.updated").await;

@@ -1,6 +1,8 @@
 //! The input audio buffer of a connection, and server VAD over it: appended PCM, speech
 //! start and stop heard by Silero VAD, and commits into user items.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use serde_json::json;
 
@@ -9,7 +11,6 @@ use crate::http::realtime::protocol::{new_id, EventError};
 use crate::http::realtime::response::CancelReason;
 use crate::http::realtime::settings::PCM_RATE;
 use crate::realtime::detect::{TurnDetector, VadEvent};
-use crate::realtime::vad::SileroVad;
 
 /// The input audio buffer: 24 kHz samples since the last commit, positioned on the
 /// connection's audio clock.
@@ -175,6 +176,14 @@ impl Connection {
         }
     }
 
+    /// Gives the detector's model back to the pool (server VAD off or changed, or the
+    /// connection closing).
+    pub(super) fn drop_detector(&mut self) {
+        if let Some(detector) = self.detector.take() {
+            self.vads.give_back(detector.into_vad());
+        }
+    }
+
     pub(super) async fn load_detector(&self) -> Result<TurnDetector, String> {
         let Some(model) = self.config.vad_model.clone() else {
             return Err("no Silero VAD model is configured ([realtime] vad_model or VOXLOOP_SILERO_VAD; scripts/silero_vad.sh fetches it)".into());
@@ -182,8 +191,9 @@ impl Connection {
         let params =
             self.settings.turn_detection.as_ref().map(|t| t.vad.clone()).unwrap_or_default();
         let start_ms = self.buffer.end() * 1000 / u64::from(PCM_RATE);
+        let pool = Arc::clone(&self.vads);
         tokio::task::spawn_blocking(move || {
-            let vad = SileroVad::load(&model, None).map_err(|e| e.to_string())?;
+            let vad = pool.take(&model, None).map_err(|e| e.to_string())?;
             Ok(TurnDetector::starting_at(vad, params, start_ms))
         })
         .await
