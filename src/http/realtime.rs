@@ -60,22 +60,24 @@ use crate::http::sessions::stored;
 use crate::realtime::vad::VadPool;
 use crate::runtime::sessions::SessionState;
 use crate::runtime::setup::AgentRuntime;
-use connection::Connection;
+use connection::{Connection, Shared};
 
 /// What the route needs.
 pub struct RealtimeState {
     pub agent: Option<Arc<AgentRuntime>>,
     pub config: RealtimeConfig,
     connections: Arc<Semaphore>,
-    /// Silero VAD models that closed connections left, for the next ones.
-    vads: Arc<VadPool>,
+    shared: Arc<Shared>,
 }
 
 impl RealtimeState {
     pub fn new(agent: Option<Arc<AgentRuntime>>, config: RealtimeConfig) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        let vads = Arc::new(VadPool::new(config.max_connections));
-        Self { agent, config, connections, vads }
+        let shared = Arc::new(Shared {
+            vads: VadPool::new(config.max_connections),
+            own_tools: tokio::sync::OnceCell::new(),
+        });
+        Self { agent, config, connections, shared }
     }
 }
 
@@ -128,10 +130,10 @@ async fn upgrade(State(state): State<Arc<RealtimeState>>, ws: WebSocketUpgrade) 
         return refuse(StatusCode::CONFLICT, format!("session {id:?} is busy"));
     };
     let config = state.config.clone();
-    let vads = Arc::clone(&state.vads);
+    let shared = Arc::clone(&state.shared);
     ws.max_message_size(protocol::MAX_FRAME_BYTES).on_upgrade(move |socket| async move {
         tracing::info!(session = %id, "realtime connection opened");
-        Connection::serve(rt, config, slot, guard, vads, socket).await;
+        Connection::serve(rt, config, slot, guard, shared, socket).await;
         tracing::info!(session = %id, "realtime connection closed");
         drop(permit);
     })

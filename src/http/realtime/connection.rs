@@ -19,6 +19,15 @@ use crate::config::RealtimeConfig;
 use crate::http::sessions::stored;
 use crate::realtime::detect::TurnDetector;
 use crate::realtime::vad::VadPool;
+
+/// What a service's realtime connections share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Silero VAD models that closed connections left, for the next ones.
+    pub vads: VadPool,
+    /// The call grammar of the agent's own tools, for connections that declare none.
+    pub own_tools: tokio::sync::OnceCell<Arc<ClientTools>>,
+}
 use crate::runtime::sessions::{SessionState, Slot};
 use crate::runtime::setup::AgentRuntime;
 
@@ -68,8 +77,8 @@ pub struct Connection {
     out: mpsc::Sender<String>,
     buffer: InputBuffer,
     detector: Option<TurnDetector>,
-    /// Where its model comes from and goes back to.
-    vads: Arc<VadPool>,
+    /// What connections share: VAD models, the grammar of the agent's own tools.
+    shared: Arc<Shared>,
     /// Why server VAD is off although asked for (said once per connection).
     vad_problem: Option<String>,
     /// The item the speech being heard will become, and where that speech started (ms on
@@ -92,7 +101,7 @@ impl Connection {
         config: RealtimeConfig,
         slot: Arc<Slot>,
         guard: OwnedMutexGuard<SessionState>,
-        vads: Arc<VadPool>,
+        shared: Arc<Shared>,
         socket: WebSocket,
     ) {
         let (mut sink, mut stream) = socket.split();
@@ -117,7 +126,7 @@ impl Connection {
             out,
             buffer: InputBuffer::default(),
             detector: None,
-            vads,
+            shared,
             vad_problem: None,
             speech_item: None,
             tools: None,
@@ -275,8 +284,10 @@ impl Connection {
         let before = self.settings.clone();
         let changed = self.settings.update(session, &agent_tools, voice_known)?;
         if changed.tools || before.parallel_tool_calls != self.settings.parallel_tool_calls {
+            let compiled = self.tools.take();
             if let Err(error) = self.compile_tools().await {
                 self.settings = before;
+                self.tools = compiled;
                 return Err(error);
             }
         }
@@ -298,16 +309,23 @@ impl Connection {
         let rt = Arc::clone(&self.rt);
         let (definitions, parallel) =
             (self.settings.tools.clone(), self.settings.parallel_tool_calls);
-        let compiled = tokio::task::spawn_blocking(move || {
-            rt.agent.client_tools_beside_own(definitions, parallel)
-        })
-        .await
-        .map_err(|e| EventError::server(format!("the tool grammar task failed: {e}")))?
-        .map_err(|e| {
-            EventError::invalid("invalid_value", format!("the tools cannot be used: {e}"))
-                .param("session.tools")
-        })?;
-        let tools = Arc::new(compiled);
+        let compile = move || async move {
+            tokio::task::spawn_blocking(move || {
+                rt.agent.client_tools_beside_own(definitions, parallel).map(Arc::new)
+            })
+            .await
+            .map_err(|e| EventError::server(format!("the tool grammar task failed: {e}")))?
+            .map_err(|e| {
+                EventError::invalid("invalid_value", format!("the tools cannot be used: {e}"))
+                    .param("session.tools")
+            })
+        };
+        // Connections that declare no tools of their own share one compiled grammar.
+        let tools = if self.settings.tools.is_empty() && parallel {
+            Arc::clone(self.shared.own_tools.get_or_try_init(compile).await?)
+        } else {
+            compile().await?
+        };
         self.tools = Some(Arc::clone(&tools));
         Ok(tools)
     }

@@ -180,7 +180,7 @@ impl Connection {
     /// connection closing).
     pub(super) fn drop_detector(&mut self) {
         if let Some(detector) = self.detector.take() {
-            self.vads.give_back(detector.into_vad());
+            self.shared.vads.give_back(detector.into_vad());
         }
     }
 
@@ -191,9 +191,9 @@ impl Connection {
         let params =
             self.settings.turn_detection.as_ref().map(|t| t.vad.clone()).unwrap_or_default();
         let start_ms = self.buffer.end() * 1000 / u64::from(PCM_RATE);
-        let pool = Arc::clone(&self.vads);
+        let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            let vad = pool.take(&model, None).map_err(|e| e.to_string())?;
+            let vad = shared.vads.take(&model, None).map_err(|e| e.to_string())?;
             Ok(TurnDetector::starting_at(vad, params, start_ms))
         })
         .await
