@@ -88,6 +88,10 @@ fn main() -> anyhow::Result<()> {
     // Two seconds of speech tokens (here: the prompt's own, played back), rendered offline and
     // streamed in 25-token chunks.
     let model = Token2Wav::load(&token2wav_dir, Device::Cpu)?;
+    // The vocoder's source noise comes from libtorch's global RNG, as upstream's does; seeded
+    // here so the render, and the checks on it, are the same on every run (an unseeded draw
+    // on these random weights can give non-finite samples now and then).
+    tch::manual_seed(7);
     let tokens: Vec<i64> = voice.prompt_tokens.iter().copied().cycle().take(50).collect();
     let offline = model.synthesize(&tokens, &voice)?;
     let mut stream = model.stream(&voice)?;
