@@ -160,6 +160,40 @@ fn a_client_tool_round_trips_through_function_call_output() {
     assert!(again["message"].as_str().unwrap().contains("already"), "{again}");
 }
 
+/// (b2) A client call that is never answered: the next user message first gives it a result
+/// saying so (a `function_call_output` item the client sees, and a history entry), so the
+/// model never reads a call without its result.
+#[test]
+fn a_client_call_never_answered_gets_a_result_before_the_talk_goes_on() {
+    let Some(pyclients) = support::python_clients("websockets") else { return };
+    let Some(vad) = vad_model() else { return };
+    let server = serve(&vad, "");
+    let report = client(&pyclients, "unanswered", server.addr, &[]);
+    let calls: Vec<&Value> = report["first"]["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "function_call")
+        .collect();
+    assert!(!calls.is_empty(), "the named tool was called: {}", report["first"]);
+    let items = report["items"].as_array().unwrap();
+    let (outputs, rest) = items.split_at(calls.len().min(items.len()));
+    let mut called: Vec<&Value> = calls.iter().map(|c| &c["call_id"]).collect();
+    let mut answered: Vec<&Value> = outputs.iter().map(|o| &o["call_id"]).collect();
+    called.sort_by_key(|v| v.to_string());
+    answered.sort_by_key(|v| v.to_string());
+    assert_eq!(called, answered, "one output per unanswered call: {items:?}");
+    for output in outputs {
+        assert_eq!(output["type"], "function_call_output", "{items:?}");
+        assert!(output["output"].as_str().unwrap().contains("no output"), "{output}");
+    }
+    assert_eq!(rest[0]["role"], "user", "then the user's message: {items:?}");
+    assert_eq!(report["second"]["status"], "completed", "{}", report["second"]);
+    // system, tools, user, the calls, a result for each, user, answer.
+    let saved = support::session(server.addr, report["session"].as_str().unwrap());
+    assert_eq!(saved["history_entries"], 6 + calls.len(), "{saved}");
+}
+
 /// (c) `response.cancel` and barge-in: a cancelled response ends `cancelled`
 /// (`client_cancelled`) and its item is truncated to the audio that was sent; speech appended
 /// while an answer plays is heard (speech_started), cancels it (`turn_detected`) and is

@@ -4,6 +4,7 @@ application written against OpenAI's Realtime API would.
 
     client.py speech <addr> <question.wav>   # speech in with server VAD; audio out; a server tool
     client.py client_tool <addr>             # a client-declared tool round trip
+    client.py unanswered <addr>              # a client call never answered, then more talk
     client.py cancel <addr> <question.wav>   # response.cancel, then barge-in by speech
     client.py errors <addr>                  # bad frames and events get `error` events
 
@@ -216,6 +217,39 @@ async def client_tool(addr):
         return report
 
 
+async def unanswered(addr):
+    async with connect(addr) as conn:
+        log = Log(conn)
+        session = (await log.until("session.created"))["session"]
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "max_output_tokens": TOKENS,
+                "tools": [LOOKUP],
+                "tool_choice": {"type": "function", "name": "lookup_order"},
+                "audio": {"input": {"turn_detection": None}},
+            }
+        )
+        await log.until("session.updated")
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Order 7?"}]}
+        )
+        await conn.response.create()
+        first = (await log.until("response.done"))["response"]
+        # The call is never answered: the user just talks on.
+        await conn.session.update(session={"type": "realtime", "tool_choice": "none"})
+        await log.until("session.updated")
+        mark = len(log.events)
+        await conn.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Never mind."}]}
+        )
+        await conn.response.create()
+        second = (await log.until("response.done"))["response"]
+        items = [e["item"] for e in log.events[mark:] if e["type"] == "conversation.item.done"]
+        return {"session": session["id"], "first": first, "second": second, "items": items}
+
+
 async def cancel(addr, wav):
     async with connect(addr) as conn:
         log = Log(conn)
@@ -347,7 +381,13 @@ async def errors(addr):
 def main():
     command, addr = sys.argv[1], sys.argv[2]
     args = sys.argv[3:]
-    run = {"speech": speech, "client_tool": client_tool, "cancel": cancel, "errors": errors}[command]
+    run = {
+        "speech": speech,
+        "client_tool": client_tool,
+        "unanswered": unanswered,
+        "cancel": cancel,
+        "errors": errors,
+    }[command]
     print(json.dumps(asyncio.run(run(addr, *args))))
 
 

@@ -12,6 +12,10 @@ use super::{Connection, CODES_PER_SECOND};
 use crate::http::realtime::protocol::{self, new_id, EventError};
 use crate::http::realtime::settings::PCM_RATE;
 
+/// What the model reads for a client call that never got its output.
+const FORGOTTEN_CALL: &str =
+    "No result: the client sent no output for this call before the conversation went on.";
+
 impl Connection {
     /// Writes the system and tool turns into an empty history, and rewrites them when the
     /// instructions or tools changed since.
@@ -66,10 +70,46 @@ impl Connection {
         text: Option<&str>,
     ) -> Result<(), EventError> {
         self.write_preamble().await?;
+        self.answer_forgotten_calls().await?;
         let audio = parts.iter().any(|p| matches!(p, HumanPart::Audio { .. }));
         self.state()?.session.push_turn(Turn::Human { parts });
         let item = protocol::user_item(item_id, text, audio);
         self.item_added(item).await;
+        Ok(())
+    }
+
+    /// The calls of the last assistant turn the client was asked to run and never answered:
+    /// before the conversation goes on, each gets a result saying so (the history never holds
+    /// a call without its result), shown to the client as a `function_call_output` item.
+    async fn answer_forgotten_calls(&mut self) -> Result<(), EventError> {
+        let session = &mut self.state()?.session;
+        let history = session.history();
+        let last_calls = history.iter().enumerate().rev().find_map(|(i, turn)| match turn {
+            Turn::Assistant(assistant) => Some((i, assistant.calls.clone())),
+            _ => None,
+        });
+        let Some((index, calls)) = last_calls else { return Ok(()) };
+        let answered: Vec<String> = history[index + 1..]
+            .iter()
+            .filter_map(|turn| match turn {
+                Turn::ToolResult(result) => Some(result.call_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let forgotten: Vec<_> = calls.into_iter().filter(|c| !answered.contains(&c.id)).collect();
+        for call in &forgotten {
+            session.push_turn(Turn::ToolResult(ToolResultTurn {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok: false,
+                text: FORGOTTEN_CALL.to_owned(),
+                instruction: None,
+            }));
+        }
+        for call in forgotten {
+            let item = protocol::function_output_item(&new_id("item"), &call.id, FORGOTTEN_CALL);
+            self.item_added(item).await;
+        }
         Ok(())
     }
 
