@@ -221,17 +221,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn run(o: &Options) -> BoxResult<()> {
-    let Some(vad) =
-        std::env::var_os("VOXLOOP_SILERO_VAD").map(PathBuf::from).filter(|p| p.is_file())
-    else {
-        if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") {
-            return Err(
-                "VOXLOOP_SILERO_VAD is not the Silero VAD model (scripts/silero_vad.sh)".into()
-            );
-        }
-        eprintln!("realtime bench: VOXLOOP_SILERO_VAD unset, skipped");
-        return Ok(());
-    };
+    let Some(vad) = support::silero_vad() else { return Ok(()) };
     // Room for a wave that opens while the last one's connections are still closing.
     let room = 2 * o.connections + 2;
     let server = support::serve_speaking(&format!(

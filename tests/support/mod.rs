@@ -406,3 +406,18 @@ pub fn spoken_question(dir: &std::path::Path, text: &str) -> Option<std::path::P
     }
     Some(wav)
 }
+
+/// The Silero VAD model (`VOXLOOP_SILERO_VAD`, `scripts/silero_vad.sh`), or `None`: the
+/// caller is skipped, except under `VOXLOOP_REQUIRE_MODELS=1`, where its absence fails.
+pub fn silero_vad() -> Option<std::path::PathBuf> {
+    match std::env::var_os("VOXLOOP_SILERO_VAD").map(std::path::PathBuf::from) {
+        Some(path) if path.is_file() => Some(path),
+        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
+            panic!("VOXLOOP_SILERO_VAD is not the Silero VAD model (scripts/silero_vad.sh)")
+        }
+        _ => {
+            eprintln!("VOXLOOP_SILERO_VAD unset: skipped");
+            None
+        }
+    }
+}

@@ -40,25 +40,18 @@ impl Connection {
             }
             return Ok(());
         }
-        let same_system = matches!(&session.history()[0], Turn::System { text } if Some(text) == match &system { Turn::System { text } => Some(text), _ => None });
-        if !same_system {
+        // A turn that is already as it should be is left alone: editing it cuts the cache.
+        if session.history()[0] != system {
             session.replace_turn(0, system).map_err(internal)?;
         }
         let has_schemas = matches!(session.history().get(1), Some(Turn::ToolSchemas { .. }));
-        match (has_schemas, schemas) {
-            (true, Some(json)) => {
-                if !matches!(&session.history()[1], Turn::ToolSchemas { json: old } if *old == json)
-                {
-                    session.replace_turn(1, Turn::ToolSchemas { json }).map_err(internal)?;
-                }
+        match (has_schemas, schemas.map(|json| Turn::ToolSchemas { json })) {
+            (true, Some(turn)) if session.history()[1] != turn => {
+                session.replace_turn(1, turn).map_err(internal)?
             }
-            (true, None) => {
-                session.remove_turn(1).map_err(internal)?;
-            }
-            (false, Some(json)) => {
-                session.insert_turn(1, Turn::ToolSchemas { json }).map_err(internal)?
-            }
-            (false, None) => {}
+            (true, None) => drop(session.remove_turn(1).map_err(internal)?),
+            (false, Some(turn)) => session.insert_turn(1, turn).map_err(internal)?,
+            _ => {}
         }
         Ok(())
     }
