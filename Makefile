@@ -34,10 +34,16 @@ export VOXLOOP_PYCLIENTS
 VOXLOOP_MCP_EVERYTHING := $(shell scripts/mcp_everything.sh || echo FAILED)
 export VOXLOOP_MCP_EVERYTHING
 
+# playwright-core (npm), which drives Debian's Chromium in the browser page test (tests/page.rs),
+# installed with npm into the cache (scripts/playwright.sh: idempotent, honours
+# $VOXLOOP_PLAYWRIGHT; it never downloads a browser).
+VOXLOOP_PLAYWRIGHT := $(shell scripts/playwright.sh || echo FAILED)
+export VOXLOOP_PLAYWRIGHT
+
 ARGS ?=
 
 .PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
-  check-onnxruntime check-silero-vad check-pyclients check-mcp-everything
+  check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -59,6 +65,10 @@ check-pyclients:
 	@if [[ "$(VOXLOOP_PYCLIENTS)" == FAILED || -z "$(VOXLOOP_PYCLIENTS)" ]]; then \
 	  echo "error: could not install the Python clients (see scripts/pyclients.sh output above)" >&2; exit 1; fi
 
+check-playwright:
+	@if [[ "$(VOXLOOP_PLAYWRIGHT)" == FAILED || -z "$(VOXLOOP_PLAYWRIGHT)" ]]; then \
+	  echo "error: could not install playwright-core (see scripts/playwright.sh output above)" >&2; exit 1; fi
+
 check-mcp-everything:
 	@if [[ "$(VOXLOOP_MCP_EVERYTHING)" == FAILED || -z "$(VOXLOOP_MCP_EVERYTHING)" ]]; then \
 	  echo "error: could not install the MCP reference server (see scripts/mcp_everything.sh output above)" >&2; exit 1; fi
@@ -79,7 +89,7 @@ clippy: check-libtorch
 	@# The Qdrant server backend is off by default; compile and lint it too.
 	$(CARGO) clippy -p voxloop-retrieval --all-targets --features qdrant-server -- -D warnings
 
-unit: check-libtorch check-minilm check-onnxruntime check-silero-vad check-pyclients check-mcp-everything
+unit: check-libtorch check-minilm check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
 	@# VOXLOOP_REQUIRE_MODELS=1: tests that need MiniLM or ONNX Runtime fail instead of skipping.
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets --no-fail-fast
 	@# rustdoc does not pass build-script link args to doctests, hence the explicit library path.

@@ -21,3 +21,16 @@ install_once() {
   mv "$dest.partial" "$dest"
   touch "$dest/.complete"
 }
+
+# npm_install_once NAME PACKAGE@VERSION: installs an npm package (with its dependencies, never a
+# browser download) once into $cache/NAME-VERSION; prints that directory's node_modules.
+npm_install_once() {
+  local name=$1 spec=$2
+  local dest="$cache/$name-${spec##*@}"
+  [[ -f "$dest/.complete" ]] || echo "$(basename "$0"): installing $spec into $dest" >&2
+  npm_prefix() {
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent "$spec" --prefix "$1"
+  }
+  install_once "$dest" npm_prefix
+  echo "$dest/node_modules"
+}

@@ -19,14 +19,5 @@ fi
 
 # shellcheck source=scripts/cache.sh
 source "$(dirname "$0")/cache.sh"
-dest="$cache/mcp-server-everything-$VERSION"
-bin="$dest/node_modules/.bin/mcp-server-everything"
-
-npm_prefix() {
-  npm install --no-audit --no-fund --silent "@modelcontextprotocol/server-everything@$VERSION" \
-    --prefix "$1"
-}
-[[ -f "$dest/.complete" ]] ||
-  echo "mcp_everything.sh: installing @modelcontextprotocol/server-everything@$VERSION into $dest" >&2
-install_once "$dest" npm_prefix
-echo "$bin"
+modules=$(npm_install_once mcp-server-everything "@modelcontextprotocol/server-everything@$VERSION")
+echo "$modules/.bin/mcp-server-everything"

@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod chat;
+pub mod page;
 pub mod pcm;
 pub mod realtime;
 pub mod server;

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use voxloop_retrieval::AudioIndex;
 
 use crate::config::Config;
-use crate::http::{audio, chat, realtime, sessions};
+use crate::http::{audio, chat, page, realtime, sessions};
 use crate::mcp::client::{McpClients, McpServerHealth};
 use crate::runtime::setup::AgentRuntime;
 
@@ -108,8 +108,8 @@ pub struct Parts {
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
 /// model is told of), `/v1/audio/search` (see [`audio`]), the session endpoints (see
 /// [`sessions`]), Chat Completions (`/v1/models`, `/v1/chat/completions`, see [`chat`]), the realtime
-/// WebSocket (`/v1/realtime`, see [`realtime`]), and
-/// `/mcp` when given (see `crate::mcp`).
+/// WebSocket (`/v1/realtime`, see [`realtime`]), the browser page (`/`, `/v1/voices`,
+/// `/v1/audio/items/{id}/audio`, see [`page`]), and `/mcp` when given (see `crate::mcp`).
 pub fn router(config: &Config, parts: Parts) -> Router {
     let realtime_config = config.realtime.clone();
     let config = Arc::new(config.clone());
@@ -127,9 +127,10 @@ pub fn router(config: &Config, parts: Parts) -> Router {
             }),
         )
         .route("/v1/audio/search", get(audio::search))
-        .with_state(index)
+        .with_state(index.clone())
         .merge(sessions::router(agent.clone()))
         .merge(chat::router(agent.clone()))
+        .merge(page::router(page::PageState { index, agent: agent.clone() }))
         .merge(realtime::router(realtime::RealtimeState::new(agent, realtime_config)))
         .merge(mcp.unwrap_or_default())
 }
