@@ -137,8 +137,8 @@ pub struct AgentSection {
     /// Base seed, for reproducible conversations; unset: seeded by the OS.
     pub seed: Option<u64>,
     /// An RFC 3339 instant (`2025-08-28T04:00:00Z`) that new sessions' system prompts are
-    /// dated by instead of the clock (`VOXLOOP_FIXED_NOW`): with `seed`, a conversation then
-    /// replays identically on any day (tests, evaluations).
+    /// dated by, and that `get_date_time` reports, instead of the clock (`VOXLOOP_FIXED_NOW`):
+    /// with `seed`, a conversation then replays identically on any day (tests, evaluations).
     pub fixed_now: Option<String>,
     /// Sessions kept in memory; creating one more evicts the longest idle one (a session in a
     /// turn is never evicted; if all are, creation answers 503).

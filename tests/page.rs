@@ -90,18 +90,26 @@ fn padded(wav: &Path, lead: f32, tail: f32) -> PathBuf {
     out
 }
 
+/// What a page test with the model needs: the browser, the VAD model and the spoken question
+/// (padded with `lead` and `tail` seconds of silence), and the service with rendered speech
+/// and `extra` config; `None` (skipped) when one is missing outside `make test`.
+fn talking_page(
+    lead: f32,
+    tail: f32,
+    extra: &str,
+) -> Option<(tempfile::TempDir, PathBuf, support::Server)> {
+    browser()?;
+    let vad = support::silero_vad()?;
+    let dir = tempfile::tempdir().unwrap();
+    let question = support::spoken_question(dir.path(), "what time is it in Paris")?;
+    let wav = padded(&question, lead, tail);
+    let server = support::serve_speaking(&format!("[realtime]\nvad_model = {vad:?}\n\n{extra}"));
+    Some((dir, wav, server))
+}
+
 #[test]
 fn the_page_talks_hands_free_and_shows_the_tool_call() {
-    if browser().is_none() {
-        return;
-    }
-    let Some(vad) = support::silero_vad() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let Some(question) = support::spoken_question(dir.path(), "what time is it in Paris") else {
-        return;
-    };
-    let wav = padded(&question, 0.8, 2.5);
-    let server = support::serve_speaking(&format!("[realtime]\nvad_model = {vad:?}\n"));
+    let Some((_dir, wav, server)) = talking_page(0.8, 2.5, "") else { return };
     let report = drive("talk", server.addr, &[&wav], "page");
     let errors: Vec<&Value> = report["console"]
         .as_array()
@@ -118,7 +126,9 @@ fn the_page_talks_hands_free_and_shows_the_tool_call() {
     let chunks: u32 = data["audioChunks"].as_str().unwrap().parse().unwrap();
     assert!(chunks > 0, "the answer's audio reached the page: {data}");
     // tool_choice names the tool, so every step of the answer calls it (the turn's step limit
-    // ends the calls); each call has its row, finished with its result.
+    // ends the calls); each call has its row, finished with its result. The first call is
+    // whole; a later one may be cut off by the token limit (the random model's), and then
+    // shows its error.
     let calls: usize = data["toolCalls"].as_str().unwrap().parse().unwrap();
     assert!(calls >= 1, "{data}");
     assert_eq!(data["toolResults"], data["toolCalls"], "a result for each call: {data}");
@@ -126,18 +136,53 @@ fn the_page_talks_hands_free_and_shows_the_tool_call() {
 
     let timeline = report["timeline"].as_array().unwrap();
     assert_eq!(timeline.len(), calls, "one row per call: {timeline:?}");
+    let first = &timeline[0];
+    assert_eq!(first["name"], "get_date_time");
+    assert_eq!(first["state"], "done", "{first}");
+    let args: Value = serde_json::from_str(first["args"].as_str().unwrap()).unwrap();
+    assert!(args.is_object(), "the arguments, pretty-printed JSON: {first}");
+    assert!(first["result"].as_str().unwrap().contains("2025"), "the fixed date: {first}");
     for call in timeline {
-        assert_eq!(call["name"], "get_date_time");
-        assert_eq!(call["state"], "done", "{call}");
+        assert!(["done", "failed"].contains(&call["state"].as_str().unwrap()), "{call}");
         assert!(call["meta"].as_str().unwrap().ends_with(" ms"), "a duration: {call}");
-        let args: Value = serde_json::from_str(call["args"].as_str().unwrap()).unwrap();
-        assert!(args.is_object(), "the arguments, pretty-printed JSON: {call}");
         assert!(!call["result"].as_str().unwrap().is_empty(), "the result: {call}");
     }
 
     let transcript = report["transcript"].as_array().unwrap();
     assert_eq!(transcript[0]["role"], "user", "{transcript:?}");
     assert!(transcript.iter().any(|t| t["role"] == "assistant"), "{transcript:?}");
+}
+
+#[test]
+fn push_to_talk_and_approvals_in_the_page() {
+    let approval = "[agent.policies.tools.get_date_time]\napproval = true\n";
+    let Some((_dir, wav, server)) = talking_page(0.3, 1.0, approval) else { return };
+    let report = drive("ptt", server.addr, &[&wav], "page-ptt");
+    let data = &report["dataset"];
+    assert!(data.get("speechStarted").is_none(), "no server VAD in push to talk: {data}");
+    assert!(data.get("errors").is_none(), "no error events: {:?}", report["log"]);
+    let log: Vec<&str> =
+        report["log"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert!(log.iter().any(|l| l.ends_with("input_audio_buffer.committed")), "{log:?}");
+
+    let decisions = report["decisions"].as_array().unwrap();
+    assert_eq!(decisions[0], true, "the first call was approved: {report}");
+    let timeline = report["timeline"].as_array().unwrap();
+    assert_eq!(timeline[0]["state"], "done", "the approved call ran: {}", timeline[0]);
+    assert!(!timeline[0]["result"].as_str().unwrap().contains("denied"), "{}", timeline[0]);
+    // The other calls failed: those answered Deny with the page's reason; a call the token
+    // limit cut off (the random model's) with its own error kind.
+    let denied: Vec<&Value> = timeline[1..]
+        .iter()
+        .filter(|row| row["meta"].as_str().unwrap().starts_with("denied after"))
+        .collect();
+    assert_eq!(denied.len(), decisions.len() - 1, "{timeline:?}");
+    for row in &timeline[1..] {
+        assert_eq!(row["state"], "failed", "{row}");
+    }
+    for row in denied {
+        assert!(row["result"].as_str().unwrap().contains("denied in the browser"), "{row}");
+    }
 }
 
 /// The index of the offline test: two described clips of different lengths.

@@ -88,10 +88,17 @@ pub fn build_tools(
         )?;
     }
     if tools.date_time.enabled && on(DateTimeTool::NAME) {
-        registry.register_with(
-            DateTimeTool::from_config(&tools.date_time).map_err(cfg)?,
-            policies.layers(),
-        )?;
+        let mut tool = DateTimeTool::from_config(&tools.date_time).map_err(cfg)?;
+        // A fixed `now` holds for the tool too: its answer goes back into the model, and a
+        // random-weight model's next tokens follow it (tests must not depend on the clock).
+        if let Some(now) =
+            config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?
+        {
+            let now = jiff::Timestamp::try_from(now)
+                .map_err(|e| anyhow::anyhow!("[agent] fixed_now is out of range: {e}"))?;
+            tool = tool.with_clock(move || now);
+        }
+        registry.register_with(tool, policies.layers())?;
     }
     if tools.weather.enabled && on(WeatherTool::NAME) {
         registry.register_with(

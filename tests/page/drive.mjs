@@ -2,11 +2,13 @@
 // tests/page.rs, and prints one JSON report of what the page showed.
 //
 //   node tests/page/drive.mjs talk URL OUT_DIR QUESTION.wav
+//   node tests/page/drive.mjs ptt URL OUT_DIR QUESTION.wav
 //   node tests/page/drive.mjs offline URL OUT_DIR
 //
 // `talk`: the microphone is Chromium's fake capture device playing QUESTION.wav once; the page
 // connects hands-free, the server's VAD hears the question, the answer plays, the tool timeline
-// shows the call. `offline` (a service without a model): the page says what is missing, and an
+// shows the call. `ptt`: push to talk, held while the question plays, and the calls (which wait
+// for approval) answered in the page: the first approved, the others denied. `offline` (a service without a model): the page says what is missing, and an
 // audio search finds and plays a clip. Each writes OUT_DIR/page.png.
 //
 // playwright-core comes from NODE_PATH (scripts/playwright.sh); the browser from $CHROMIUM
@@ -47,6 +49,7 @@ try {
   page.on('console', (m) => report.console.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => report.console.push(`pageerror: ${e.message}`));
   if (command === 'talk') await talk(page);
+  else if (command === 'ptt') await pushToTalk(page);
   else if (command === 'offline') await offline(page);
   else throw new Error(`unknown command ${command}`);
   await page.screenshot({ path: path.join(outDir, 'page.png'), fullPage: true });
@@ -78,7 +81,12 @@ async function talk(page) {
   report.transcript = await page.$$eval('#transcript li', (els) =>
     els.map((e) => ({ role: e.className, text: e.textContent })),
   );
-  report.timeline = await page.$$eval('#timeline li', (els) =>
+  report.timeline = await timeline(page);
+  report.log = await texts(page, '#log li');
+}
+
+async function timeline(page) {
+  return page.$$eval('#timeline li', (els) =>
     els.map((e) => ({
       state: e.className,
       name: e.querySelector('.name').textContent,
@@ -87,6 +95,36 @@ async function talk(page) {
       result: e.querySelector('.result').textContent,
     })),
   );
+}
+
+async function pushToTalk(page) {
+  await page.goto(`${url}/?mode=ptt&tool_choice=get_date_time&max_output_tokens=48`);
+  await page.waitForSelector('body[data-ready="1"]', { timeout: TIMEOUT });
+  await page.click('#connect');
+  await page.waitForSelector('#talk:not([disabled])', { timeout: TIMEOUT });
+  // Hold the button while the fake microphone plays the question (it starts when the page
+  // opens the microphone), then release: the page commits and asks for the answer.
+  await page.hover('#talk');
+  await page.mouse.down();
+  await page.waitForTimeout(Number(process.env.HOLD_MS || 4500));
+  await page.mouse.up();
+  report.decisions = [];
+  for (;;) {
+    const next = await page.waitForFunction(
+      () =>
+        Number(document.body.dataset.responses || 0) >= 1 ||
+        document.querySelector('#timeline .decision button'),
+      null,
+      { timeout: TIMEOUT },
+    );
+    const done = await next.evaluate((v) => v === true);
+    if (done) break;
+    const approve = report.decisions.length === 0;
+    report.decisions.push(approve);
+    await page.click(`#timeline .decision button:text("${approve ? 'Approve' : 'Deny'}")`);
+  }
+  report.dataset = await dataset(page);
+  report.timeline = await timeline(page);
   report.log = await texts(page, '#log li');
 }
 

@@ -357,7 +357,7 @@ function toolRow(callId, name) {
     const li = document.createElement('li');
     li.dataset.callId = callId;
     li.innerHTML = '<span class="name"></span><span class="meta">running…</span><pre class="args"></pre><pre class="result" hidden></pre>';
-    li.querySelector('.name').textContent = name;
+    li.querySelector('.name').textContent = name || '(unnamed call)';
     $('timeline').append(li);
     call = { li, started: performance.now() };
     calls.set(callId, call);
