@@ -14,7 +14,7 @@ pub mod mcp;
 mod realtime;
 mod telemetry;
 
-pub use realtime::RealtimeConfig;
+pub use realtime::{RealtimeConfig, FILLER_MAX_SECONDS};
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
 /// Where configuration is looked for when `--config` is not given.

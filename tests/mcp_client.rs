@@ -107,7 +107,7 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
         };
         (state("py"), state("junk"))
     };
-    assert_eq!(health(&server), (("running".into(), 7), ("failed".into(), 0)));
+    assert_eq!(health(&server), (("running".into(), 8), ("failed".into(), 0)));
 
     // A destructive tool waits for a person: the turn asks, the answer (no) is the result.
     let health_json = json_body(&http_request(server.addr, "GET", "/healthz", None).1);

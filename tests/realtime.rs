@@ -284,3 +284,46 @@ fn refused_upgrades_answer_503() {
     assert!(second.starts_with("HTTP/1.1 503"), "{second}");
     assert!(second.to_ascii_lowercase().contains("retry-after: 1"), "{second}");
 }
+
+/// (f) A slow server tool (the MCP test server's `pause`, 1.5 s): once it has run
+/// `filler_delay_ms`, the filler (here a 0.5 s tone file) plays as an assistant message item of
+/// its own, between the call and its output, all of it; then the answer goes on. Only `pause`
+/// is allowed: the tiny model's context is short.
+#[test]
+fn a_slow_tool_gets_the_filler_between_the_call_and_its_result() {
+    let Some(pyclients) = support::python_clients("mcp") else { return };
+    let Some(vad) = vad_model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("tone.wav");
+    std::fs::write(&tone, support::tone_wav(0.5)).unwrap();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let mcp_server = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+    let server = serve(
+        &vad,
+        &format!(
+            "filler_sound = {tone:?}\nfiller_delay_ms = 200\n\n\
+             [agent.policies]\nallow = [\"py__pause\"]\n\n[[mcp.servers]]\nname = \"py\"\n\
+             command = {python:?}\nargs = [{mcp_server:?}]\nenv = {{ PYTHONPATH = {pyclients:?} }}\n"
+        ),
+    );
+    let report = client(&pyclients, "filler", server.addr, &[]);
+    assert_eq!(report["response"]["status"], "completed", "{}", report["response"]);
+
+    let sequence = report["sequence"].as_array().unwrap();
+    let at = |kind: &str, item_type: &str| {
+        sequence.iter().position(|s| s[0] == kind && s[1] == item_type)
+    };
+    let call = at("response.output_item.added", "function_call").expect("a call");
+    let output = at("conversation.item.added", "function_call_output").expect("its output");
+    let filler = sequence[call..output]
+        .iter()
+        .find(|s| s[0] == "response.output_item.added" && s[1] == "message")
+        .unwrap_or_else(|| panic!("no filler between the call and its output: {sequence:?}"));
+    let filler_id = filler[2].as_str().unwrap();
+    // 0.5 s at 16 kHz resampled to 24 kHz: 12 000 samples of PCM16.
+    assert_eq!(report["audio_by_item"][filler_id], 24_000, "{}", report["audio_by_item"]);
+    let outputs = report["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["output"], "paused 1.5 s", "{outputs:?}");
+    let items = report["response"]["output"].as_array().unwrap();
+    assert!(items.iter().any(|i| i["id"] == filler_id), "the filler is in the response's output");
+}

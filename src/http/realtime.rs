@@ -39,6 +39,7 @@
 //! 503; so is one connection over `[realtime] max_connections`, with `Retry-After`.
 
 mod connection;
+mod filler;
 mod protocol;
 mod response;
 mod settings;
@@ -54,6 +55,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use voxloop_core::session::Session;
+use voxloop_retrieval::AudioIndex;
 
 use crate::config::RealtimeConfig;
 use crate::http::sessions::stored;
@@ -71,11 +73,18 @@ pub struct RealtimeState {
 }
 
 impl RealtimeState {
-    pub fn new(agent: Option<Arc<AgentRuntime>>, config: RealtimeConfig) -> Self {
+    /// `index`: the audio index the filler is looked up in.
+    pub fn new(
+        agent: Option<Arc<AgentRuntime>>,
+        config: RealtimeConfig,
+        index: Option<Arc<AudioIndex>>,
+    ) -> Self {
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let shared = Arc::new(Shared {
             vads: VadPool::new(config.max_connections),
             own_tools: tokio::sync::OnceCell::new(),
+            index,
+            filler: tokio::sync::OnceCell::new(),
         });
         Self { agent, config, connections, shared }
     }

@@ -130,8 +130,8 @@ pub fn router(config: &Config, parts: Parts) -> Router {
         .with_state(index.clone())
         .merge(sessions::router(agent.clone()))
         .merge(chat::router(agent.clone()))
-        .merge(page::router(page::PageState { index, agent: agent.clone() }))
-        .merge(realtime::router(realtime::RealtimeState::new(agent, realtime_config)))
+        .merge(page::router(page::PageState { index: index.clone(), agent: agent.clone() }))
+        .merge(realtime::router(realtime::RealtimeState::new(agent, realtime_config, index)))
         .merge(mcp.unwrap_or_default())
 }
 

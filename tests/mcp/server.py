@@ -3,12 +3,14 @@ scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
 
 Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
 (`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`),
-a destructive tool (`wipe`) and a process that dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
+a destructive tool (`wipe`), a slow one (`pause`, for fillers and timeouts) and a process that
+dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
 can see a restart.
 """
 
+import asyncio
 import os
 import sys
 from typing import Annotated
@@ -63,6 +65,13 @@ def trace(ctx: Context) -> str:
 def wipe() -> str:
     """Pretends to delete everything (a destructive tool: the client asks a person first)."""
     return "wiped"
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def pause() -> str:
+    """Takes a second and a half, then says so (a slow lookup)."""
+    await asyncio.sleep(1.5)
+    return "paused 1.5 s"
 
 
 @server.tool()

@@ -7,6 +7,7 @@ application written against OpenAI's Realtime API would.
     client.py unanswered <addr>              # a client call never answered, then more talk
     client.py cancel <addr> <question.wav>   # response.cancel, then barge-in by speech
     client.py errors <addr>                  # bad frames and events get `error` events
+    client.py filler <addr>                  # a slow server tool: the filler plays meanwhile
 
 <addr> is host:port of `voxloop serve`. Prints one JSON object with what it observed, for
 tests/realtime.rs to assert on. The checkpoint under test has random weights: this reports
@@ -100,6 +101,16 @@ def connect(addr):
     return client.realtime.connect(model=MODEL)
 
 
+async def ask(conn, log, session, text):
+    """Updates the session with `session`, says `text` as a user message and asks for a response."""
+    await conn.session.update(session={"type": "realtime", **session})
+    await log.until("session.updated")
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+    await conn.response.create()
+
+
 async def speech(addr, wav):
     async with connect(addr) as conn:
         log = Log(conn)
@@ -161,25 +172,14 @@ async def client_tool(addr):
     async with connect(addr) as conn:
         log = Log(conn)
         await log.until("session.created")
-        await conn.session.update(
-            session={
-                "type": "realtime",
-                "output_modalities": ["text"],
-                "max_output_tokens": TOKENS,
-                "tools": [LOOKUP],
-                "tool_choice": {"type": "function", "name": "lookup_order"},
-                "audio": {"input": {"turn_detection": None}},
-            }
-        )
-        await log.until("session.updated")
-        await conn.conversation.item.create(
-            item={
-                "type": "message",
-                "role": "user",
-                "content": [{"type": "input_text", "text": "Where is my order 42?"}],
-            }
-        )
-        await conn.response.create()
+        session = {
+            "output_modalities": ["text"],
+            "max_output_tokens": TOKENS,
+            "tools": [LOOKUP],
+            "tool_choice": {"type": "function", "name": "lookup_order"},
+            "audio": {"input": {"turn_detection": None}},
+        }
+        await ask(conn, log, session, "Where is my order 42?")
         first = (await log.until("response.done"))["response"]
         # The client's calls: a malformed one is answered by the server at once (its
         # function_call_output is already in the response), so it is not the client's to answer.
@@ -383,6 +383,34 @@ async def errors(addr):
         return report
 
 
+async def filler(addr):
+    async with connect(addr) as conn:
+        log = Log(conn)
+        await log.until("session.created")
+        session = {
+            "max_output_tokens": TOKENS,
+            "tool_choice": {"type": "function", "name": "py__pause"},
+            "audio": {"input": {"turn_detection": None}},
+        }
+        await ask(conn, log, session, "Look it up, slowly.")
+        response = (await log.until("response.done"))["response"]
+        audio = {}
+        for e in log.of("response.output_audio.delta"):
+            audio[e["item_id"]] = audio.get(e["item_id"], 0) + len(base64.b64decode(e["delta"]))
+        report = {"response": response, "audio_by_item": audio, "types": log.types()}
+        # Output items in the order they were added.
+        report["added"] = [e["item"] for e in log.of("response.output_item.added")]
+        report["sequence"] = [
+            [e["type"], e["item"]["type"], e["item"]["id"]]
+            for e in log.events
+            if e["type"] in ("response.output_item.added", "conversation.item.added")
+        ]
+        report["outputs"] = [
+            e["item"] for e in log.of("conversation.item.added") if e["item"]["type"] == "function_call_output"
+        ]
+        return report
+
+
 def main():
     command, addr = sys.argv[1], sys.argv[2]
     args = sys.argv[3:]
@@ -392,6 +420,7 @@ def main():
         "unanswered": unanswered,
         "cancel": cancel,
         "errors": errors,
+        "filler": filler,
     }[command]
     print(json.dumps(asyncio.run(run(addr, *args))))
 

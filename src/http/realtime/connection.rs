@@ -1,7 +1,7 @@
 //! One realtime connection: its session, input audio buffer, server VAD, items, and the
 //! response running (see [`super`] for the protocol).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 use voxloop_core::agent::{ClientTools, TurnEndReason};
 use voxloop_core::session::Turn;
+use voxloop_retrieval::AudioIndex;
 use voxloop_voices::VoiceProfile;
 
+use super::filler::{self, Filler};
 use super::protocol::{self, new_id, server_event, ClientEvent, EventError, Incoming};
 use super::response::{self, CancelReason, Finished, Launch};
 use super::settings::{RealtimeSettings, PCM_RATE};
@@ -27,6 +29,10 @@ pub struct Shared {
     pub vads: VadPool,
     /// The call grammar of the agent's own tools, for connections that declare none.
     pub own_tools: tokio::sync::OnceCell<Arc<ClientTools>>,
+    /// The audio index, where the filler is looked up.
+    pub index: Option<Arc<AudioIndex>>,
+    /// The filler, found on the first response (`None`: there is none).
+    pub filler: tokio::sync::OnceCell<Option<Arc<Filler>>>,
 }
 use crate::runtime::sessions::{SessionState, Slot};
 use crate::runtime::setup::AgentRuntime;
@@ -91,6 +97,8 @@ pub struct Connection {
     assistant_items: Vec<(String, usize)>,
     /// The id of the last item, for `previous_item_id`.
     last_item: Option<String>,
+    /// Filler items played (not in the history: truncating one changes nothing).
+    fillers: HashSet<String>,
 }
 
 impl Connection {
@@ -134,6 +142,7 @@ impl Connection {
             deferred: VecDeque::new(),
             assistant_items: Vec::new(),
             last_item: None,
+            fillers: HashSet::new(),
         };
         this.run(&mut stream).await;
         drop(this);
@@ -397,6 +406,12 @@ impl Connection {
         )
         .await;
         let (cancel_tx, cancel_rx) = oneshot::channel();
+        let filler = self
+            .shared
+            .filler
+            .get_or_init(|| filler::load_async(self.config.clone(), self.shared.index.clone()))
+            .await
+            .clone();
         let launch = Launch {
             rt: Arc::clone(&self.rt),
             guard,
@@ -405,6 +420,7 @@ impl Connection {
             response_id: response_id.clone(),
             audio_out: settings.audio_out,
             cancel: cancel_rx,
+            filler,
         };
         let done = tokio::spawn(response::run(launch));
         self.running =
@@ -436,7 +452,8 @@ impl Connection {
 
     async fn on_finished(&mut self, finished: (String, usize, Finished)) {
         let (response_id, history_start, finished) = finished;
-        let Finished { guard, reason, usage, cancelled, steps, output } = finished;
+        let Finished { guard, reason, usage, cancelled, steps, output, fillers } = finished;
+        self.fillers.extend(fillers);
         let Some(guard) = guard else {
             tracing::error!(session = %self.session_id, "a realtime response task failed; closing the session");
             return;
@@ -529,6 +546,7 @@ async fn wait(running: &mut Option<Running>) -> (String, usize, Finished) {
         cancelled: None,
         steps: Vec::new(),
         output: Vec::new(),
+        fillers: Vec::new(),
     });
     let (id, history_start) = (r.id.clone(), r.history_start);
     *running = None;

@@ -9,8 +9,14 @@
 //! client's `function_call_output`); a call waiting for approval adds an
 //! `mcp_approval_request` item. A cancelled response stops sending audio at once: what the
 //! client got is what counts as heard.
+//!
+//! While voxloop's tools run longer than `[realtime] filler_delay_ms`, the filler (see
+//! [`super::filler`]) plays once as an assistant message item of its own: after what the model
+//! said before the call has played (the server follows the client's playback by the audio it
+//! sent), and only if the tools are still running then. Filler items are not in the history.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use futures::StreamExt;
@@ -18,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, OwnedMutexGuard};
 use voxloop_core::agent::{AgentEvent, ClientTools, TurnEndReason, Usage};
 
+use super::filler::Filler;
 use super::protocol::{
     approval_item, assistant_item, function_call_item, function_output_item, new_id, server_event,
 };
@@ -63,6 +70,8 @@ pub struct Finished {
     pub steps: Vec<Option<StepMessage>>,
     /// The output items as they ended.
     pub output: Vec<Value>,
+    /// The ids of the filler items played (not in the history).
+    pub fillers: Vec<String>,
 }
 
 /// What a response needs.
@@ -74,6 +83,8 @@ pub struct Launch {
     pub response_id: String,
     pub audio_out: bool,
     pub cancel: oneshot::Receiver<CancelReason>,
+    /// What plays while tools run long.
+    pub filler: Option<Arc<Filler>>,
 }
 
 /// The message being spoken or written.
@@ -93,11 +104,52 @@ struct Emitter {
     step_message: Option<StepMessage>,
     steps: Vec<Option<StepMessage>>,
     cancelled: bool,
+    /// When the audio sent so far will have played, if the client plays it as it comes.
+    playback_end: Option<Instant>,
+    fillers: Vec<String>,
+}
+
+/// When the filler of the tool calls running now is due (see the module documentation).
+#[derive(Debug, Default)]
+struct FillerClock {
+    running: usize,
+    due: Option<Instant>,
+}
+
+impl FillerClock {
+    /// Follows an event: a call of voxloop's starting or ending, or one waiting for approval
+    /// (the user is deciding: no filler for that call).
+    fn on_event(
+        &mut self,
+        event: &AgentEvent,
+        filler: Option<&Filler>,
+        playback_end: Option<Instant>,
+    ) {
+        match event {
+            AgentEvent::ToolCallStarted { .. } => {
+                if self.running == 0 {
+                    self.due = filler.map(|f| {
+                        let after_delay = Instant::now() + f.delay;
+                        playback_end.map_or(after_delay, |end| end.max(after_delay))
+                    });
+                }
+                self.running += 1;
+            }
+            AgentEvent::ToolCallFinished { .. } => {
+                self.running = self.running.saturating_sub(1);
+                if self.running == 0 {
+                    self.due = None;
+                }
+            }
+            AgentEvent::ApprovalRequested(_) => self.due = None,
+            _ => {}
+        }
+    }
 }
 
 /// Runs the response to its end; see the module documentation.
 pub async fn run(launch: Launch) -> Finished {
-    let Launch { rt, mut guard, tools, out, response_id, audio_out, mut cancel } = launch;
+    let Launch { rt, mut guard, tools, out, response_id, audio_out, mut cancel, filler } = launch;
     let mut emitter = Emitter {
         out,
         response_id,
@@ -107,7 +159,10 @@ pub async fn run(launch: Launch) -> Finished {
         step_message: None,
         steps: Vec::new(),
         cancelled: false,
+        playback_end: None,
+        fillers: Vec::new(),
     };
+    let mut filler_clock = FillerClock::default();
     let state = &mut *guard;
     let session_id = state.session.id().to_owned();
     let renderer = rt.voice.as_ref().map(|v| &v.renderer);
@@ -123,8 +178,17 @@ pub async fn run(launch: Launch) -> Finished {
                 emitter.cancelled = true;
                 handle.cancel();
             }
+            () = sleep_until(filler_clock.due), if filler_clock.due.is_some() && !emitter.cancelled => {
+                filler_clock.due = None;
+                if let Some(filler) = &filler {
+                    emitter.play_filler(filler).await;
+                }
+            }
             event = stream.next() => {
                 let Some(event) = event else { break };
+                if audio_out {
+                    filler_clock.on_event(&event, filler.as_deref(), emitter.playback_end);
+                }
                 if let AgentEvent::ApprovalRequested(request) = &event {
                     rt.approvals.register(&session_id, request.clone());
                 }
@@ -152,6 +216,13 @@ pub async fn run(launch: Launch) -> Finished {
         cancelled,
         steps: emitter.steps,
         output: emitter.output,
+        fillers: emitter.fillers,
+    }
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due.into()).await;
     }
 }
 
@@ -209,12 +280,7 @@ impl Emitter {
                     }
                 };
                 self.open_message().await;
-                let Some(open) = self.open.as_mut() else { return };
-                open.samples_sent += pcm.len();
-                let mut fields = refs(&self.response_id, open);
-                fields["delta"] =
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(pcm16_le(&pcm)));
-                self.send("response.output_audio.delta", fields).await;
+                self.send_audio(&pcm16_le(&pcm)).await;
             }
             AgentEvent::SpeechFailed { message } => {
                 tracing::warn!(error = %message, "speech rendering failed in a realtime response");
@@ -254,6 +320,40 @@ impl Emitter {
             }
             AgentEvent::TurnFinished { .. } => {}
         }
+    }
+
+    /// Sends PCM16 bytes as the open message's audio.
+    async fn send_audio(&mut self, pcm16: &[u8]) {
+        let Some(open) = self.open.as_mut() else { return };
+        let samples = pcm16.len() / 2;
+        open.samples_sent += samples;
+        let mut fields = refs(&self.response_id, open);
+        fields["delta"] = Value::String(base64::engine::general_purpose::STANDARD.encode(pcm16));
+        self.send("response.output_audio.delta", fields).await;
+        let now = Instant::now();
+        let start = self.playback_end.map_or(now, |end| end.max(now));
+        self.playback_end =
+            Some(start + Duration::from_secs_f64(samples as f64 / f64::from(PCM_RATE)));
+    }
+
+    /// Plays the filler as a message item of its own, in 200 ms deltas.
+    async fn play_filler(&mut self, filler: &Filler) {
+        // The step's own message stays the step's: the filler is not the model's.
+        if self.open.is_some() {
+            return; // the model is speaking after all
+        }
+        let step_message = self.step_message.take();
+        self.open_message().await;
+        if let Some(open) = &self.open {
+            self.fillers.push(open.item_id.clone());
+            let seconds = filler.samples() as f64 / f64::from(PCM_RATE);
+            tracing::debug!(item = %open.item_id, source = %filler.source, seconds, "a tool runs long: the filler plays");
+        }
+        for chunk in filler.pcm.chunks(PCM_RATE as usize / 5 * 2) {
+            self.send_audio(chunk).await;
+        }
+        self.close_message().await;
+        self.step_message = step_message;
     }
 
     async fn open_message(&mut self) {
@@ -357,5 +457,66 @@ impl Emitter {
         .await;
         self.send("conversation.item.done", json!({ "item": item })).await;
         self.output.push(item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filler(delay_ms: u64) -> Filler {
+        Filler { pcm: vec![0; 480], delay: Duration::from_millis(delay_ms), source: "test".into() }
+    }
+
+    fn started() -> AgentEvent {
+        AgentEvent::ToolCallStarted { id: "c1".into(), name: "t".into(), arguments: json!({}) }
+    }
+
+    #[test]
+    fn the_filler_waits_for_the_delay_and_for_the_speech_already_sent() {
+        let f = filler(300);
+        let mut clock = FillerClock::default();
+        let before = Instant::now();
+        clock.on_event(&started(), Some(&f), None);
+        let due = clock.due.unwrap();
+        assert!(due >= before + Duration::from_millis(300), "after the delay");
+
+        // Speech that plays for 5 s more: the filler comes after it, not over it.
+        let mut clock = FillerClock::default();
+        let speech_end = Instant::now() + Duration::from_secs(5);
+        clock.on_event(&started(), Some(&f), Some(speech_end));
+        assert_eq!(clock.due, Some(speech_end));
+
+        // A second call in parallel does not move it; the last one ending cancels it.
+        clock.on_event(&started(), Some(&f), None);
+        assert_eq!(clock.due, Some(speech_end));
+        let finished = AgentEvent::ToolCallFinished {
+            id: "c1".into(),
+            name: "t".into(),
+            outcome: Ok("x".into()),
+            duration: Duration::ZERO,
+        };
+        clock.on_event(&finished, Some(&f), None);
+        assert!(clock.due.is_some(), "one call still runs");
+        clock.on_event(&finished, Some(&f), None);
+        assert_eq!(clock.due, None);
+    }
+
+    #[test]
+    fn no_filler_without_one_or_while_a_person_decides() {
+        let mut clock = FillerClock::default();
+        clock.on_event(&started(), None, None);
+        assert_eq!(clock.due, None);
+        let f = filler(0);
+        let mut clock = FillerClock::default();
+        clock.on_event(&started(), Some(&f), None);
+        assert!(clock.due.is_some());
+        // A request as the agent loop makes them (the asking future, polled once, sends it).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let asker = voxloop_core::tool::ApprovalAsker::new(move |r| tx.send(r).unwrap());
+        let _ = futures::FutureExt::now_or_never(asker.ask("c1", "t", &json!({}), None));
+        let request = rx.recv().unwrap();
+        clock.on_event(&AgentEvent::ApprovalRequested(request), Some(&f), None);
+        assert_eq!(clock.due, None);
     }
 }

@@ -231,7 +231,18 @@ impl Connection {
         content_index: u32,
         audio_end_ms: u64,
     ) -> Result<(), EventError> {
-        let Some(&(_, index)) = self.assistant_items.iter().find(|(id, _)| id == item_id) else {
+        let filler = self.fillers.contains(item_id);
+        let found = self.assistant_items.iter().find(|(id, _)| id == item_id);
+        let Some(&(_, index)) = found else {
+            if filler && content_index == 0 {
+                // A filler is not in the history: there is nothing to cut.
+                self.send(
+                    "conversation.item.truncated",
+                    json!({ "item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms }),
+                )
+                .await;
+                return Ok(());
+            }
             return Err(EventError::invalid(
                 "invalid_value",
                 format!("no assistant message item {item_id:?} in this conversation"),
