@@ -17,7 +17,7 @@ fn root() -> &'static Path {
 }
 
 /// The service with the test server as `py` and a server that prints garbage as `junk`.
-fn serve(pyclients: &Path, starts: &Path) -> Server {
+fn serve(pyclients: &Path, starts: &Path, cancels: &Path) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let server = root().join("tests/mcp/server.py");
@@ -26,8 +26,9 @@ fn serve(pyclients: &Path, starts: &Path) -> Server {
          [tools.web_search]\nenabled = false\n[tools.weather]\nenabled = false\n\
          [tools.date_time]\nenabled = false\n\
          [telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\ntimeout_seconds = 1\n\
+         [agent.policies.tools.py__pause]\ntimeout_ms = 300\n\
          [[mcp.servers]]\nname = \"py\"\ncommand = {python:?}\nargs = [{server:?}]\n\
-         env = {{ PYTHONPATH = {pyclients:?}, COUNT_FILE = {starts:?} }}\n\
+         env = {{ PYTHONPATH = {pyclients:?}, COUNT_FILE = {starts:?}, CANCEL_FILE = {cancels:?} }}\n\
          [[mcp.servers]]\nname = \"junk\"\ncommand = {python:?}\n\
          args = [\"-c\", \"print('garbage'); import time; time.sleep(30)\"]\n\
          startup_timeout_ms = 3000\n",
@@ -35,6 +36,7 @@ fn serve(pyclients: &Path, starts: &Path) -> Server {
         server = server.display().to_string(),
         pyclients = pyclients.display().to_string(),
         starts = starts.display().to_string(),
+        cancels = cancels.display().to_string(),
     );
     let config = dir.path().join("voxloop.toml");
     std::fs::write(&config, toml).unwrap();
@@ -66,7 +68,8 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let Some(pyclients) = support::python_clients("mcp") else { return };
     let tmp = tempfile::tempdir().unwrap();
     let starts = tmp.path().join("starts");
-    let server = serve(&pyclients, &starts);
+    let cancels = tmp.path().join("cancels");
+    let server = serve(&pyclients, &starts, &cancels);
 
     // Listed with the server's schemas; the garbage server is left out.
     let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
@@ -146,6 +149,17 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{result}");
     assert_eq!((parts[0], parts[1].len(), parts[2].len()), ("00", 32, 16), "{traceparent}");
+
+    // A slow tool times out by policy (300 ms; it takes 1.5 s), and the server hears that the
+    // call was given up (notifications/cancelled).
+    let (_, result) = call(&server, "py__pause");
+    assert_eq!(result["ok"], false, "{result}");
+    assert_eq!(result["error"]["kind"], "timeout", "{result}");
+    let cancelled = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::read_to_string(&cancels).is_ok_and(|t| t.contains("pause cancelled"))
+    });
+    assert!(cancelled, "the server was told the call was cancelled");
 
     // The server dies mid-call: the call fails clearly, the next one starts it again (once:
     // a second crash call of the same step may have restarted and crashed it already).
@@ -232,19 +246,7 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
             return;
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("voxloop.toml");
-    let toml = format!(
-        "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n\
-         [tools.weather]\nenabled = false\n\
-         [[mcp.servers]]\nname = \"everything\"\ncommand = {:?}\nargs = [\"stdio\"]\n",
-        dir.path().join("data").display().to_string(),
-        Path::new(&bin).display().to_string(),
-    );
-    std::fs::write(&config, toml).unwrap();
-    let (child, addr) = support::start_server(support::serve_command(&config, true));
-    let server = Server { child, addr, _dir: Some(dir) };
-
+    let server = serve_everything(Path::new(&bin), "");
     let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
     let entry = &health["mcp_servers"][0];
     assert_eq!(entry["state"], "running", "{health}");
@@ -264,4 +266,92 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
     let parameters = &sum["function"]["parameters"];
     assert_eq!(parameters["properties"]["a"]["type"], "number", "{sum}");
     assert_eq!(parameters["required"], json!(["a", "b"]), "{sum}");
+
+    drop(server);
+
+    // A turn with tool_choice naming its tool: a schema-valid call runs on the server, and the
+    // result is in the session's history (and so in the model's cache). Only that tool is
+    // allowed here: all of the server's schemas overflow the tiny model's 2048 positions.
+    let server =
+        serve_everything(Path::new(&bin), "[agent.policies]\nallow = [\"everything__get-sum\"]\n");
+    let body = json!({ "mode": "text", "tool_choice": "everything__get-sum", "max_steps": 1,
+                       "max_new_tokens": 600 });
+    let id = create_session(server.addr, &body.to_string());
+    let turn = |id: &str| {
+        let events =
+            Sse::post(server.addr, &format!("/v1/sessions/{id}/turns"), r#"{"text": "Add."}"#)
+                .unwrap()
+                .collect();
+        let of = |name: &str| -> Vec<Value> {
+            events.iter().filter(|e| e.event == name).map(|e| json_body(&e.data)).collect()
+        };
+        (of("tool_call"), of("tool_result"))
+    };
+    let (calls, results) = turn(&id);
+    eprintln!("{calls:?} {results:?}");
+    let call = &calls[0];
+    assert_eq!(call["name"], "everything__get-sum", "{calls:?}");
+    let (a, b) =
+        (call["arguments"]["a"].as_f64().unwrap(), call["arguments"]["b"].as_f64().unwrap());
+    let result = results.iter().find(|r| r["id"] == call["id"]).unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    let output = result["output"].as_str().unwrap();
+    let sum_text = output.rsplit(' ').next().unwrap().trim_end_matches('.');
+    let summed: f64 = sum_text.parse().unwrap_or_else(|_| panic!("a sum in {output:?}"));
+    assert!((summed - (a + b)).abs() <= 1e-9 * (a + b).abs().max(1.0), "{a} + {b}: {output}");
+    let saved = support::session(server.addr, &id);
+    assert!(
+        saved["history_entries"].as_u64().unwrap() >= 5,
+        "system, tools, user, call, result: {saved}"
+    );
+
+    // The server is killed mid-session: the next turn of the same session starts it again.
+    let child = children(server.child.id())
+        .into_iter()
+        .find(|pid| cmdline(*pid).contains("mcp-server-everything"))
+        .expect("the server's process");
+    support::signal_pid(child, "KILL");
+    let recovered = (0..4).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // past the first backoff
+        let (calls, results) = turn(&id);
+        calls.first().is_some_and(|c| results.iter().any(|r| r["id"] == c["id"] && r["ok"] == true))
+    });
+    assert!(recovered, "a call ran on the restarted server");
+    let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
+    assert_eq!(health["mcp_servers"][0]["state"], "running", "{health}");
+    assert!(!children(server.child.id()).contains(&child), "the killed process is gone");
+}
+
+/// The service on the tiny model with the reference server (stdio) as `everything`, and
+/// `extra` config.
+fn serve_everything(bin: &Path, extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("voxloop.toml");
+    let toml = format!(
+        "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n\
+         [tools.weather]\nenabled = false\n{extra}\
+         [[mcp.servers]]\nname = \"everything\"\ncommand = {:?}\nargs = [\"stdio\"]\n",
+        dir.path().join("data").display().to_string(),
+        bin.display().to_string(),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let (child, addr) = support::start_server(support::serve_command(&config, true));
+    Server { child, addr, _dir: Some(dir) }
+}
+
+/// The child processes of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(listed.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    out
+}
+
+/// The command line of `pid`, arguments joined by spaces.
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .unwrap_or_default()
 }

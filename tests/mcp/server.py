@@ -7,7 +7,7 @@ a destructive tool (`wipe`), a slow one (`pause`, for fillers and timeouts) and 
 dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
-can see a restart.
+can see a restart; `CANCEL_FILE` one line per `pause` call the client cancelled.
 """
 
 import asyncio
@@ -70,7 +70,14 @@ def wipe() -> str:
 @server.tool(annotations=ToolAnnotations(readOnlyHint=True))
 async def pause() -> str:
     """Takes a second and a half, then says so (a slow lookup)."""
-    await asyncio.sleep(1.5)
+    try:
+        await asyncio.sleep(1.5)
+    except asyncio.CancelledError:
+        # The client gave up (notifications/cancelled): `CANCEL_FILE` records it.
+        if os.environ.get("CANCEL_FILE"):
+            with open(os.environ["CANCEL_FILE"], "a") as f:
+                f.write("pause cancelled\n")
+        raise
     return "paused 1.5 s"
 
 

@@ -42,7 +42,12 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 pub fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    signal_pid(child.id(), name);
+}
+
+/// Sends the signal `name` (`TERM`, `KILL`, ...) to the process `pid`.
+pub fn signal_pid(pid: u32, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
     assert!(status.unwrap().success());
 }
 

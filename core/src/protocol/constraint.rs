@@ -61,7 +61,6 @@ use llguidance::api::TopLevelGrammar;
 use llguidance::toktrie::TokEnv;
 use llguidance::{Matcher, ParserFactory};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tch::Tensor;
 use toktrie_hf_tokenizers::ByteTokenizer;
 
@@ -290,7 +289,8 @@ fn lark_grammar(tools: &[&ToolDefinition], end: i64) -> std::result::Result<Stri
     let keyword = quoted(&format!("{FUNCTION_KEYWORD}\n"))?;
     for (i, tool) in tools.iter().enumerate() {
         let name = quoted(&tool.name)?;
-        let schema = serde_json::to_string(&arguments_schema(tool)?).map_err(|e| e.to_string())?;
+        let schema = serde_json::to_string(&super::call_schema::arguments_schema(tool)?)
+            .map_err(|e| e.to_string())?;
         grammar.push_str(&format!("call_{i}: {keyword} {name} \"\\n\" %json {schema} <[{end}]>\n"));
     }
     Ok(grammar)
@@ -299,27 +299,6 @@ fn lark_grammar(tools: &[&ToolDefinition], end: i64) -> std::result::Result<Stri
 /// A lark string literal (lark literals use JSON string syntax).
 fn quoted(text: &str) -> std::result::Result<String, String> {
     serde_json::to_string(text).map_err(|e| e.to_string())
-}
-
-/// The tool's parameters with llguidance's layout options: Python `json.dumps` separators and
-/// no free whitespace.
-fn arguments_schema(tool: &ToolDefinition) -> std::result::Result<Value, String> {
-    let mut schema = tool.parameters.clone();
-    let Value::Object(map) = &mut schema else {
-        return Err(format!("the arguments schema is not a JSON object: {}", tool.parameters));
-    };
-    if map.get("type").and_then(Value::as_str) != Some("object") {
-        return Err("the arguments schema must have \"type\": \"object\"".to_owned());
-    }
-    map.insert(
-        "x-guidance".to_owned(),
-        serde_json::json!({
-            "item_separator": ", ",
-            "key_separator": ": ",
-            "whitespace_flexible": false,
-        }),
-    );
-    Ok(schema)
 }
 
 /// The grammar-constrained tool-call mask of one generation; see the module documentation.

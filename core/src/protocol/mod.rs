@@ -10,6 +10,7 @@
 //! - [`parse_tool_call`] / [`parse_turn_text`]: the `function\n{name}\n{json}` call syntax, with
 //!   errors worded for the model.
 
+mod call_schema;
 mod constraint;
 mod demux;
 mod render;
