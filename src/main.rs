@@ -148,7 +148,10 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let agent = runtime::setup::load(&config, index.clone(), external)?.map(std::sync::Arc::new);
     let mcp = if config.mcp.http {
         let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
-        Some(mcp::router(std::sync::Arc::new(tools), index.clone(), &config.mcp))
+        // A client over HTTP may be elsewhere: it sends recordings, never paths.
+        let voices = mcp::voice::VoiceTools::from_config(&config, index.clone(), false)
+            .map(std::sync::Arc::new);
+        Some(mcp::router(std::sync::Arc::new(tools), index.clone(), voices, &config.mcp))
     } else {
         None
     };
@@ -179,7 +182,9 @@ fn run_mcp(config: &Config) -> anyhow::Result<()> {
     let tools = runtime::setup::build_mcp_tools(config, index.as_ref())?;
     tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "MCP server on stdio");
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), index, &config.mcp))
+    let voices =
+        mcp::voice::VoiceTools::from_config(config, index.clone(), true).map(std::sync::Arc::new);
+    runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), index, voices, &config.mcp))
 }
 
 fn print_config(config: &Config) -> anyhow::Result<()> {

@@ -3,7 +3,8 @@
 //! child process) and the service answers it at `/mcp` (streamable HTTP).
 //!
 //! The tools are the agent's built-ins that need no session, plus `voice_list`
-//! (`runtime::setup::build_mcp_tools`) and `audio_clip` (see [`clip`]): their JSON schemas
+//! (`runtime::setup::build_mcp_tools`), `audio_clip` (see [`clip`]), and `voice_add` and
+//! `speak` when token2wav is configured (see [`voice`]): their JSON schemas
 //! are the MCP input schemas, and each call runs through its `[agent.policies]` stack
 //! (timeouts, retries, output caps). Tools whose calls need a person's approval are refused,
 //! as there is no session to ask in. Every failure of a call (unknown tool,
@@ -36,6 +37,9 @@ use crate::config::mcp::McpConfig;
 
 pub mod client;
 mod clip;
+pub mod voice;
+
+use voice::VoiceTools;
 
 /// One client's view of the tools: the shared registry, the audio index `audio_clip` reads
 /// clips through, and the client's own rate limit.
@@ -43,6 +47,8 @@ mod clip;
 pub struct ToolServer {
     tools: Arc<ToolRegistry>,
     index: Option<Arc<AudioIndex>>,
+    /// `voice_add` and `speak`, when token2wav is configured.
+    voices: Option<Arc<VoiceTools>>,
     calls: Arc<TokenBucket>,
 }
 
@@ -51,19 +57,24 @@ impl ToolServer {
     pub fn new(
         tools: Arc<ToolRegistry>,
         index: Option<Arc<AudioIndex>>,
+        voices: Option<Arc<VoiceTools>>,
         calls_per_minute: u32,
     ) -> Self {
         let per_second = f64::from(calls_per_minute.max(1)) / 60.0;
         // No waiting: a call over the limit is refused at once, so a client learns of it.
         let calls = Arc::new(TokenBucket::new(per_second, calls_per_minute, Duration::ZERO));
-        Self { tools, index, calls }
+        Self { tools, index, voices, calls }
     }
 
-    /// The registry's tools as MCP tools, and `audio_clip` when there is an index.
+    /// The registry's tools as MCP tools, `audio_clip` when there is an index, and
+    /// `voice_add` and `speak` when token2wav is configured.
     pub fn tool_list(&self) -> Vec<Tool> {
         let mut tools: Vec<Tool> = self.tools.definitions().into_iter().map(mcp_tool).collect();
         if self.index.is_some() {
             tools.push(clip::definition());
+        }
+        if let Some(voices) = &self.voices {
+            tools.extend(voices.definitions());
         }
         tools
     }
@@ -77,6 +88,11 @@ impl ToolServer {
         }
         if name == clip::NAME && self.index.is_some() {
             return clip::fetch(self.index.clone(), arguments).await;
+        }
+        if let Some(voices) =
+            self.voices.as_ref().filter(|_| [voice::VOICE_ADD, voice::SPEAK].contains(&name))
+        {
+            return voices.call(name, arguments).await;
         }
         if !self.tools.contains(name) {
             let known: Vec<&str> = self.tools.names().collect();
@@ -144,10 +160,11 @@ impl ServerHandler for ToolServer {
 pub async fn serve_stdio(
     tools: Arc<ToolRegistry>,
     index: Option<Arc<AudioIndex>>,
+    voices: Option<Arc<VoiceTools>>,
     config: &McpConfig,
 ) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
-    let server = ToolServer::new(tools, index, config.calls_per_minute)
+    let server = ToolServer::new(tools, index, voices, config.calls_per_minute)
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| anyhow::anyhow!("MCP over stdio: {e}"))?;
@@ -160,12 +177,20 @@ pub async fn serve_stdio(
 pub fn router(
     tools: Arc<ToolRegistry>,
     index: Option<Arc<AudioIndex>>,
+    voices: Option<Arc<VoiceTools>>,
     config: &McpConfig,
 ) -> Router {
     let calls_per_minute = config.calls_per_minute;
     let service: StreamableHttpService<ToolServer, LocalSessionManager> =
         StreamableHttpService::new(
-            move || Ok(ToolServer::new(Arc::clone(&tools), index.clone(), calls_per_minute)),
+            move || {
+                Ok(ToolServer::new(
+                    Arc::clone(&tools),
+                    index.clone(),
+                    voices.clone(),
+                    calls_per_minute,
+                ))
+            },
             Arc::default(),
             StreamableHttpServerConfig::default().with_allowed_hosts(config.allowed_hosts.clone()),
         );

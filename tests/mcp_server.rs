@@ -9,6 +9,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine as _;
+
 use serde_json::{json, Value};
 
 fn root() -> &'static Path {
@@ -147,6 +149,89 @@ fn stdio_lists_the_tools_runs_calls_and_answers_bad_ones_with_error_results() {
     assert_eq!(results[6]["isError"], true, "{}", results[6]);
     assert!(results[6]["text"].as_str().unwrap().contains("no clip with id"), "{}", results[6]);
     assert_eq!(tool(&report, "audio_clip")["inputSchema"]["required"], json!(["id"]));
+}
+
+/// A token2wav directory with the fixtures of both halves: the tiny flow and HiFT
+/// (`voices/tests/fixtures/token2wav`) and the tiny S3 tokenizer and CAM++
+/// (`voices/tests/fixtures/profile`), linked into `dir`.
+fn token2wav_dir(dir: &Path) -> PathBuf {
+    let out = dir.join("token2wav");
+    std::fs::create_dir_all(&out).unwrap();
+    let fixtures = root().join("voices/tests/fixtures");
+    for file in ["flow.pt", "flow.yaml", "hift.pt", "hift.json"] {
+        std::os::unix::fs::symlink(fixtures.join("token2wav").join(file), out.join(file)).unwrap();
+    }
+    for file in ["speech_tokenizer_v2_25hz.onnx", "campplus.onnx"] {
+        std::os::unix::fs::symlink(fixtures.join("profile").join(file), out.join(file)).unwrap();
+    }
+    out
+}
+
+/// `voice_add` from a base64 recording (and, on stdio, from a path), then `voice_list` shows
+/// it; `speak` renders codes in a library voice as WAV; bad arguments are error results. Each
+/// result's structured content is checked by the SDK against the tool's output schema.
+#[test]
+fn voices_are_added_and_codes_spoken_over_stdio() {
+    let Some(pyclients) = support::python_clients("mcp") else { return };
+    let ort = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from);
+    if !ort.is_some_and(|path| path.is_file()) {
+        assert!(
+            std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() != Ok("1"),
+            "ORT_DYLIB_PATH is needed for voice profiles (scripts/onnxruntime.sh)"
+        );
+        eprintln!("no ONNX Runtime: skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t2w = token2wav_dir(tmp.path());
+    let (_data, config) =
+        data_dir(&format!("[voice]\ntoken2wav = {:?}\n", t2w.display().to_string()));
+    let recording = root().join("voices/tests/fixtures/profile/voice_16k.wav");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&recording).unwrap());
+    let calls = json!([
+        {"name": "voice_add", "arguments": {"name": "guest", "description": "a test voice", "audio": b64}},
+        {"name": "voice_add", "arguments": {"name": "guest", "audio": b64}},
+        {"name": "voice_add", "arguments": {"name": "local", "path": recording.display().to_string()}},
+        {"name": "voice_add", "arguments": {"name": "junk", "audio": "bm90IGF1ZGlv"}},
+        {"name": "voice_list", "arguments": {}},
+        {"name": "speak", "arguments": {"voice": "fixture", "codes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]}},
+        {"name": "speak", "arguments": {"voice": "nobody", "codes": [1]}},
+        {"name": "speak", "arguments": {"voice": "fixture", "codes": [7000]}},
+    ]);
+    let binary = env!("CARGO_BIN_EXE_voxloop");
+    let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
+    let results = report["calls"].as_array().unwrap();
+
+    let added = &results[0];
+    assert_eq!(added["isError"], false, "{added}");
+    assert_eq!(added["structured"]["name"], "guest", "{added}");
+    assert!(added["structured"]["prompt_tokens"].as_u64().unwrap() > 0, "{added}");
+    assert_eq!(added["structured"]["indexed"], true, "registered in the audio index: {added}");
+    assert_eq!(results[1]["isError"], true, "a second voice of that name: {}", results[1]);
+    assert!(results[1]["text"].as_str().unwrap().contains("replace"), "{}", results[1]);
+    assert_eq!(results[2]["isError"], false, "a path on stdio: {}", results[2]);
+    assert_eq!(results[3]["isError"], true, "{}", results[3]);
+    assert!(results[3]["text"].as_str().unwrap().contains("`audio`"), "{}", results[3]);
+    let voices: Value = serde_json::from_str(results[4]["text"].as_str().unwrap()).unwrap();
+    let names: Vec<&str> =
+        voices.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"guest") && names.contains(&"local"), "{names:?}");
+
+    let spoken = &results[5];
+    assert_eq!(spoken["isError"], false, "{spoken}");
+    assert_eq!(spoken["structured"]["codes"], 25);
+    assert_eq!(spoken["structured"]["sample_rate"], 24_000);
+    let audio = &spoken["audio"][0];
+    assert_eq!(audio["mimeType"], "audio/wav", "{spoken}");
+    let seconds = spoken["structured"]["seconds"].as_f64().unwrap();
+    assert!(seconds > 0.5, "25 codes are a second of speech: {seconds}");
+    assert_eq!(audio["bytes"].as_u64().unwrap(), 44 + 2 * (seconds * 24_000.0).round() as u64);
+    assert!(results[6]["text"].as_str().unwrap().contains("no voice \"nobody\""), "{}", results[6]);
+    assert!(results[7]["text"].as_str().unwrap().contains("codes[0]"), "{}", results[7]);
+
+    for name in ["voice_add", "speak", "audio_clip"] {
+        assert_eq!(tool(&report, name)["outputSchema"]["type"], "object", "{name}");
+    }
 }
 
 #[test]

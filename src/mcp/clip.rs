@@ -29,13 +29,29 @@ pub fn definition() -> Tool {
         "required": ["id"],
         "additionalProperties": false
     });
-    let serde_json::Value::Object(schema) = schema else { unreachable!("a JSON object literal") };
-    Tool::new(
+    let output = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "id": { "type": "string" },
+            "description": { "type": "string" },
+            "seconds": { "type": "number" },
+            "mime_type": { "type": "string" },
+            "bytes": { "type": "integer" }
+        },
+        "required": ["id", "description", "seconds", "mime_type", "bytes"]
+    });
+    let (serde_json::Value::Object(schema), serde_json::Value::Object(output)) = (schema, output)
+    else {
+        unreachable!("JSON object literals")
+    };
+    let mut tool = Tool::new(
         NAME,
         "Returns an indexed audio clip (a sound or a voice sample) as audio content, by the id \
          audio_search gave it.",
         Arc::new(schema),
-    )
+    );
+    tool.output_schema = Some(Arc::new(output));
+    tool
 }
 
 /// The clip `arguments.id` names, or an error result saying what was wrong.
@@ -44,10 +60,11 @@ pub async fn fetch(
     arguments: Option<JsonObject>,
 ) -> CallToolResult {
     match fetch_clip(index, arguments).await {
-        Ok((summary, data, mime)) => CallToolResult::success(vec![
-            ContentBlock::text(summary),
-            ContentBlock::audio(data, mime),
-        ]),
+        Ok((summary, data, mime)) => {
+            let mut result = CallToolResult::structured(summary);
+            result.content.push(ContentBlock::audio(data, mime));
+            result
+        }
         Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
     }
 }
@@ -55,7 +72,7 @@ pub async fn fetch(
 async fn fetch_clip(
     index: Option<Arc<AudioIndex>>,
     arguments: Option<JsonObject>,
-) -> Result<(String, String, &'static str), String> {
+) -> Result<(serde_json::Value, String, &'static str), String> {
     let id = arguments.as_ref().and_then(|a| a.get("id")).and_then(|v| v.as_str());
     let Some(id) = id else { return Err("`id` is required: a clip id from audio_search".into()) };
     let id: ItemId = id.parse().map_err(|e| format!("`id`: {e}"))?;
@@ -78,12 +95,13 @@ async fn fetch_clip(
     });
     let (item, bytes) = read.await.map_err(|e| format!("reading the clip: {e}"))??;
     let mime = mime_type(&item.path);
-    let summary = format!(
-        "{id}: {} ({:.1} s, {mime}, {} bytes)",
-        item.description,
-        item.duration_s,
-        bytes.len()
-    );
+    let summary = serde_json::json!({
+        "id": id.to_string(),
+        "description": item.description,
+        "seconds": item.duration_s,
+        "mime_type": mime,
+        "bytes": bytes.len(),
+    });
     Ok((summary, base64::engine::general_purpose::STANDARD.encode(bytes), mime))
 }
 

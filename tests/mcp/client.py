@@ -5,7 +5,8 @@
 
 calls.json is a list of {"name": ..., "arguments": {...}}. Prints one JSON object: the
 server's name, the listed tools (name, description, input schema) and each call's result
-(isError, its text, and the media type and decoded size of audio content), for
+(isError, its text, its structured content, and the media type and decoded size of audio
+content; the SDK checks structured content against the tool's output schema), for
 tests/mcp_server.rs to check.
 """
 
@@ -34,11 +35,23 @@ async def exercise(read, write, calls):
                 for c in result.content
                 if getattr(c, "type", "") == "audio"
             ]
-            results.append({"isError": bool(result.is_error), "text": text, "audio": audio})
+            results.append(
+                {
+                    "isError": bool(result.is_error),
+                    "text": text,
+                    "audio": audio,
+                    "structured": result.structured_content,
+                }
+            )
         return {
             "server": init.server_info.name,
             "tools": [
-                {"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "inputSchema": t.input_schema,
+                    "outputSchema": t.output_schema,
+                }
                 for t in listed.tools
             ],
             "calls": results,

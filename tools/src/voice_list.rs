@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -22,32 +23,40 @@ pub struct VoiceEntry {
     pub default: Option<&'static str>,
 }
 
-/// Lists the voice library as it was when the tool was made.
+/// Lists the voice library: read again at each call when it lives in a directory (voices
+/// added since, by `voxloop voice add` or MCP's `voice_add`, are listed), else as it was when
+/// the tool was made.
 #[derive(Debug, Clone)]
 pub struct VoiceList {
+    dir: Option<PathBuf>,
     voices: Arc<[VoiceEntry]>,
 }
 
 impl VoiceList {
     pub fn new(library: &VoiceLibrary) -> Self {
-        let female = library.default_name(DefaultVoice::Female);
-        let male = library.default_name(DefaultVoice::Male);
-        let mut voices: Vec<VoiceEntry> = library
-            .profiles()
-            .map(|p| VoiceEntry {
-                name: p.name.clone(),
-                description: p.description.clone(),
-                attributes: p.attributes.clone(),
-                default: match p.name.as_str() {
-                    n if n == female => Some("female"),
-                    n if n == male => Some("male"),
-                    _ => None,
-                },
-            })
-            .collect();
-        voices.sort_by(|a, b| a.name.cmp(&b.name));
-        Self { voices: voices.into() }
+        Self { dir: library.dir().map(Path::to_path_buf), voices: entries(library).into() }
     }
+}
+
+/// The library's voices, sorted by name.
+fn entries(library: &VoiceLibrary) -> Vec<VoiceEntry> {
+    let female = library.default_name(DefaultVoice::Female);
+    let male = library.default_name(DefaultVoice::Male);
+    let mut voices: Vec<VoiceEntry> = library
+        .profiles()
+        .map(|p| VoiceEntry {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            attributes: p.attributes.clone(),
+            default: match p.name.as_str() {
+                n if n == female => Some("female"),
+                n if n == male => Some("male"),
+                _ => None,
+            },
+        })
+        .collect();
+    voices.sort_by(|a, b| a.name.cmp(&b.name));
+    voices
 }
 
 #[async_trait::async_trait]
@@ -68,7 +77,15 @@ impl Tool for VoiceList {
     }
 
     async fn call(&self, _args: NoArgs) -> Result<Vec<VoiceEntry>, Infallible> {
-        Ok(self.voices.to_vec())
+        let Some(dir) = self.dir.clone() else { return Ok(self.voices.to_vec()) };
+        // Reading the profiles is file work: off the executor. A library that cannot be read
+        // now is listed as it was.
+        let read =
+            tokio::task::spawn_blocking(move || VoiceLibrary::open(&dir).map(|l| entries(&l)));
+        match read.await {
+            Ok(Ok(voices)) => Ok(voices),
+            _ => Ok(self.voices.to_vec()),
+        }
     }
 }
 

@@ -54,8 +54,8 @@ mod mel;
 use std::path::Path;
 
 use voxloop_core::audio::{
-    decode_audio, decode_audio_mixed, resample, AudioLimits, ChannelMix, MAX_SAMPLE_RATE,
-    MIN_SAMPLE_RATE,
+    decode_audio, decode_audio_mixed, resample, AudioInput, AudioLimits, ChannelMix,
+    MAX_SAMPLE_RATE, MIN_SAMPLE_RATE,
 };
 
 use crate::{Error, Result};
@@ -90,11 +90,20 @@ impl PromptAudio {
     /// Decodes a prompt file (WAV, FLAC, MP3 or Ogg Vorbis), checks it (module docs) and
     /// resamples channel 0 to 16 kHz and the channel mean to 24 kHz. Errors name the file.
     pub fn load(path: &Path) -> Result<Self> {
-        let name = path.display().to_string();
+        Self::decode(AudioInput::Path(path.to_path_buf()))
+    }
+
+    /// [`load`](Self::load) of a file's bytes in memory (an upload); `name` labels errors.
+    pub fn from_bytes(data: Vec<u8>, name: impl Into<String>) -> Result<Self> {
+        Self::decode(AudioInput::Bytes { name: name.into(), data })
+    }
+
+    fn decode(input: AudioInput) -> Result<Self> {
+        let name = input.name();
         let limits = AudioLimits { max_seconds: MAX_PROMPT_SECONDS, ..AudioLimits::default() };
-        let decoded = decode_audio(path, &limits).map_err(|e| decode_error(&name, e))?;
+        let decoded = decode_audio(input.clone(), &limits).map_err(|e| decode_error(&name, e))?;
         let mean = if decoded.channels > 1 {
-            let mixed = decode_audio_mixed(path, &limits, ChannelMix::Mean)
+            let mixed = decode_audio_mixed(input, &limits, ChannelMix::Mean)
                 .map_err(|e| decode_error(&name, e))?;
             Some(mixed.samples)
         } else {
