@@ -288,9 +288,14 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
         (of("tool_call"), of("tool_result"))
     };
     let (calls, results) = turn(&id);
-    eprintln!("{calls:?} {results:?}");
-    let call = &calls[0];
-    assert_eq!(call["name"], "everything__get-sum", "{calls:?}");
+    // The step may make several calls; the random model's may be cut off (unnamed) or carry
+    // extra properties the server's open schema allows. One whole call is what counts.
+    let ran = |c: &&Value| results.iter().any(|r| r["id"] == c["id"] && r["ok"] == true);
+    let call = calls
+        .iter()
+        .filter(|c| c["name"] == "everything__get-sum" && c["arguments"]["a"].is_number())
+        .find(ran)
+        .unwrap_or_else(|| panic!("no whole get-sum call that ran: {calls:?} {results:?}"));
     let (a, b) =
         (call["arguments"]["a"].as_f64().unwrap(), call["arguments"]["b"].as_f64().unwrap());
     let result = results.iter().find(|r| r["id"] == call["id"]).unwrap();

@@ -39,7 +39,21 @@ pub struct SearchParams {
 
 const DEFAULT_K: usize = 10;
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+/// The media type of an audio file, by its extension (for HTTP and MCP answers carrying it).
+pub fn audio_media_type(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("mp3") => "audio/mpeg",
+        Some("ogg" | "oga" | "opus") => "audio/ogg",
+        Some("m4a" | "mp4" | "aac") => "audio/mp4",
+        Some("webm") => "audio/webm",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `status` with `{"error": message}`, the shape every JSON endpoint of the service answers.
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
@@ -106,5 +120,20 @@ pub async fn search(
             error(status, e)
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("search task failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn media_types_follow_the_extension() {
+        assert_eq!(audio_media_type(Path::new("a/bell.WAV")), "audio/wav");
+        assert_eq!(audio_media_type(Path::new("bell.oga")), "audio/ogg");
+        assert_eq!(audio_media_type(Path::new("x.mp3")), "audio/mpeg");
+        assert_eq!(audio_media_type(Path::new("x.flac")), "audio/flac");
+        assert_eq!(audio_media_type(Path::new("noext")), "application/octet-stream");
     }
 }

@@ -11,7 +11,6 @@
 //! - `GET /v1/audio/items/{id}/audio`: the audio file of an indexed item, for playing search hits.
 //!   Only files the index holds are served: the id is looked up, never a path.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, State};
@@ -22,6 +21,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use voxloop_retrieval::{AudioIndex, ItemId};
 
+use crate::http::audio::{audio_media_type, error};
 use crate::runtime::setup::AgentRuntime;
 
 /// A static file of the page: its URL path, content type and body.
@@ -80,10 +80,6 @@ pub fn router(state: PageState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(json!({ "error": message.to_string() }))).into_response()
-}
-
 async fn voices(State(state): State<PageState>) -> Response {
     let Some(voice) = state.agent.as_ref().and_then(|rt| rt.voice.as_ref()) else {
         let note = if state.agent.is_none() {
@@ -103,19 +99,6 @@ async fn voices(State(state): State<PageState>) -> Response {
     Json(json!({ "default": voice.start.name, "voices": voices })).into_response()
 }
 
-/// The content type of an audio file, from its extension.
-fn audio_content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("wav") => "audio/wav",
-        Some("flac") => "audio/flac",
-        Some("mp3") => "audio/mpeg",
-        Some("ogg" | "oga" | "opus") => "audio/ogg",
-        Some("m4a" | "mp4" | "aac") => "audio/mp4",
-        Some("webm") => "audio/webm",
-        _ => "application/octet-stream",
-    }
-}
-
 async fn item_audio(State(state): State<PageState>, UrlPath(id): UrlPath<String>) -> Response {
     let Some(index) = state.index else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no audio index");
@@ -131,7 +114,7 @@ async fn item_audio(State(state): State<PageState>, UrlPath(id): UrlPath<String>
     };
     match tokio::fs::read(&item.path).await {
         Ok(bytes) => {
-            ([(header::CONTENT_TYPE, audio_content_type(&item.path))], bytes).into_response()
+            ([(header::CONTENT_TYPE, audio_media_type(&item.path))], bytes).into_response()
         }
         Err(e) => error(
             StatusCode::GONE,
@@ -159,12 +142,5 @@ mod tests {
         for asset in ASSETS {
             assert!(!asset.body.contains("https://"), "{} loads something remote", asset.path);
         }
-    }
-
-    #[test]
-    fn audio_types_follow_the_extension() {
-        assert_eq!(audio_content_type(Path::new("a/b.WAV")), "audio/wav");
-        assert_eq!(audio_content_type(Path::new("x.flac")), "audio/flac");
-        assert_eq!(audio_content_type(Path::new("noext")), "application/octet-stream");
     }
 }

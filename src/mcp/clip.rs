@@ -2,7 +2,6 @@
 //! `audio_search` and want to hear it. MCP only: the speech LLM cannot take audio from a tool
 //! result, so the agent is not offered it.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -94,7 +93,7 @@ async fn fetch_clip(
         Ok((item, bytes))
     });
     let (item, bytes) = read.await.map_err(|e| format!("reading the clip: {e}"))??;
-    let mime = mime_type(&item.path);
+    let mime = crate::http::audio::audio_media_type(&item.path);
     let summary = serde_json::json!({
         "id": id.to_string(),
         "description": item.description,
@@ -105,30 +104,9 @@ async fn fetch_clip(
     Ok((summary, base64::engine::general_purpose::STANDARD.encode(bytes), mime))
 }
 
-/// The media type of an audio file, by its extension.
-fn mime_type(path: &Path) -> &'static str {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    match ext.as_str() {
-        "wav" => "audio/wav",
-        "mp3" => "audio/mpeg",
-        "flac" => "audio/flac",
-        "ogg" | "oga" | "opus" => "audio/ogg",
-        "m4a" | "mp4" | "aac" => "audio/mp4",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_types_follow_the_extension() {
-        assert_eq!(mime_type(Path::new("a/bell.WAV")), "audio/wav");
-        assert_eq!(mime_type(Path::new("bell.oga")), "audio/ogg");
-        assert_eq!(mime_type(Path::new("x.mp3")), "audio/mpeg");
-        assert_eq!(mime_type(Path::new("noext")), "application/octet-stream");
-    }
 
     #[tokio::test]
     async fn bad_ids_and_a_missing_index_are_error_results() {

@@ -63,8 +63,8 @@ pub fn load(config: &RealtimeConfig, index: Option<&AudioIndex>) -> Result<Optio
         };
         hit.item.path
     };
-    let limits = AudioLimits { max_seconds: 600.0, ..AudioLimits::default() };
-    let decoded = decode_audio(path.as_path(), &limits).map_err(|e| e.to_string())?;
+    let decoded =
+        decode_audio(path.as_path(), &AudioLimits::default()).map_err(|e| e.to_string())?;
     let mut samples =
         resample(&decoded.samples, decoded.sample_rate, PCM_RATE).map_err(|e| e.to_string())?;
     let max = (FILLER_MAX_SECONDS * f64::from(PCM_RATE)) as usize;
