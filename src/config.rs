@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use voxloop_core::DeviceSpec;
 
 pub mod mcp;
+mod model;
 mod realtime;
 mod telemetry;
 
+pub use model::{ModelBackend, ModelConfig};
 pub use realtime::{RealtimeConfig, FILLER_MAX_SECONDS};
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
 
@@ -73,18 +74,6 @@ impl Default for PathsConfig {
     fn default() -> Self {
         Self { data_dir: PathBuf::from("data") }
     }
-}
-
-/// `[model]`
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
-    /// A Step-Audio 2 checkpoint directory, as downloaded (`VOXLOOP_MODEL_DIR`). Optional: the
-    /// service starts without a model and reports it on `/healthz`.
-    pub dir: Option<PathBuf>,
-    /// `auto`, `cpu`, `cuda` or `cuda:N` (`VOXLOOP_DEVICE`).
-    #[serde(with = "device_string")]
-    pub device: DeviceSpec,
 }
 
 /// `[log]`
@@ -230,6 +219,7 @@ impl Config {
         };
         config.apply_env(env)?;
         config.validate_agent()?;
+        config.model.validate()?;
         config.mcp.validate()?;
         config.realtime.validate()?;
         Ok(config)
@@ -272,6 +262,10 @@ impl Config {
         }
         if let Some(dir) = env("VOXLOOP_MODEL_DIR") {
             self.model.dir = Some(PathBuf::from(dir));
+        }
+        if let Some(url) = env("VOXLOOP_MODEL_URL").filter(|u| !u.is_empty()) {
+            self.model.url = Some(url);
+            self.model.backend = ModelBackend::Openai;
         }
         if let Some(device) = env("VOXLOOP_DEVICE") {
             self.model.device = device.parse().map_err(|e: voxloop_core::Error| {
@@ -383,20 +377,6 @@ impl Config {
     }
 }
 
-mod device_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use voxloop_core::DeviceSpec;
-
-    pub fn serialize<S: Serializer>(spec: &DeviceSpec, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(spec)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DeviceSpec, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// An RFC 3339 instant with its offset (`2025-08-28T04:00:00Z`, `2025-08-28T12:00:00+08:00`).
 pub fn parse_instant(text: &str) -> Result<SystemTime, String> {
     let instant: jiff::Timestamp = text.trim().parse().map_err(|e| {
@@ -407,6 +387,8 @@ pub fn parse_instant(text: &str) -> Result<SystemTime, String> {
 
 #[cfg(test)]
 mod tests {
+    use voxloop_core::DeviceSpec;
+
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {

@@ -135,6 +135,9 @@ pub enum Error {
     /// A turn that cannot start (empty input) or an agent misused.
     #[error("agent: {0}")]
     Agent(String),
+    /// The remote model backend failed: unreachable, an error answer, a broken stream.
+    #[error("remote model: {0}")]
+    Remote(String),
 }
 
 /// `Result` with [`Error`].

@@ -29,6 +29,7 @@ pub mod model;
 pub mod nn;
 pub mod protocol;
 pub mod pyjson;
+pub mod remote;
 pub mod session;
 pub mod tokenizer;
 pub mod tool;

@@ -25,7 +25,13 @@ fn spoken(tok: &StepTokenizer) -> AssistantTurn {
     ids.extend((0..5).map(|c| s.audio_id(c).unwrap()));
     ids.extend(tok.encode_untrusted(" world").unwrap());
     ids.extend((5..10).map(|c| s.audio_id(c).unwrap()));
-    AssistantTurn { speech: true, ids, text: "Hello world".into(), calls: Vec::new() }
+    AssistantTurn {
+        speech: true,
+        ids,
+        text: "Hello world".into(),
+        calls: Vec::new(),
+        reply_id: None,
+    }
 }
 
 #[test]

@@ -93,6 +93,7 @@ fn messages(conversation: &Value) -> Vec<Message> {
                 ids: ids(&turn["ids"]),
                 text: String::new(),
                 calls: Vec::new(),
+                reply_id: None,
             })
             .message(),
             "input" => Turn::ToolResult(ToolResultTurn {

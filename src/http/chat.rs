@@ -296,6 +296,12 @@ async fn prepare(
     if let Some(p) = request.top_p {
         sampling.top_p = p;
     }
+    if let Some(k) = request.top_k {
+        sampling.top_k = k;
+    }
+    if let Some(penalty) = request.repetition_penalty {
+        sampling.repetition_penalty = penalty;
+    }
     if let Some(seed) = request.seed {
         sampling.seed = Some(seed as u64);
     }

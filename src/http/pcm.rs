@@ -7,26 +7,11 @@ pub fn pcm16_le(samples: &[f32]) -> Vec<u8> {
     samples.iter().flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect()
 }
 
-/// A RIFF WAV file (16-bit PCM, mono) of `samples` at `sample_rate`: the 44-byte canonical
-/// header, then [`pcm16_le`].
+/// A RIFF WAV file (16-bit PCM, mono) of `samples` at `sample_rate`, scaled as
+/// [`pcm16_le`].
 pub fn wav_bytes(samples: &[f32], sample_rate: u32) -> Vec<u8> {
-    let data = pcm16_le(samples);
-    let data_len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    let mut wav = Vec::with_capacity(44 + data.len());
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes()); // the fmt chunk's size
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // channels
-    wav.extend_from_slice(&sample_rate.to_le_bytes());
-    wav.extend_from_slice(&(sample_rate * 2).to_le_bytes()); // bytes per second
-    wav.extend_from_slice(&2u16.to_le_bytes()); // bytes per frame
-    wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    wav.extend_from_slice(&data);
-    wav
+    let pcm: Vec<i16> = samples.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16).collect();
+    voxloop_core::audio::wav_file(&pcm, sample_rate)
 }
 
 #[cfg(test)]

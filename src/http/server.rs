@@ -34,6 +34,10 @@ pub struct Health {
 pub struct AgentHealth {
     /// The checkpoint directory.
     pub model_dir: String,
+    /// Where generation runs: `local`, or `openai` (a remote server).
+    pub backend: &'static str,
+    /// The remote server's API base URL (`null` for a local model).
+    pub model_url: Option<String>,
     /// The tools the model is told of.
     pub tools: Vec<String>,
     /// Those of them whose calls wait for the client's approval.
@@ -70,6 +74,8 @@ fn health(config: &Config, parts: &Parts) -> Health {
         audio_index_items: index.map(|i| i.text().num_docs()),
         agent: agent.map(|rt| AgentHealth {
             model_dir: rt.model_dir.display().to_string(),
+            backend: if rt.agent.remote_model().is_some() { "openai" } else { "local" },
+            model_url: rt.agent.remote_model().map(|m| m.config().url.clone()),
             tools: rt.agent.tools().names().map(str::to_owned).collect(),
             approval_required: rt
                 .agent

@@ -12,14 +12,16 @@ use anyhow::Context;
 use voxloop_core::agent::{Agent, AgentConfig, SpeechRenderer};
 use voxloop_core::audio::AudioLimits;
 use voxloop_core::protocol::ToolChoice;
+use voxloop_core::remote::RemoteModel;
 use voxloop_core::session::SessionSettings;
+use voxloop_core::tokenizer::StepTokenizer;
 use voxloop_core::tool::{DynTool, Tool, ToolRegistry};
 use voxloop_policies::{Approver, Policies, TurnApprover};
 use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
 use voxloop_voices::{Token2Wav, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
-use crate::config::{AnswerMode, Config, DEFAULT_VOICE_NAME};
+use crate::config::{AnswerMode, Config, ModelBackend, DEFAULT_VOICE_NAME};
 use crate::runtime::approvals::Approvals;
 use crate::runtime::sessions::SessionTable;
 use crate::runtime::store::SessionStore;
@@ -178,7 +180,15 @@ pub fn load(
         tracing::info!("no [model] dir (VOXLOOP_MODEL_DIR): the session endpoints answer 503");
         return Ok(None);
     };
-    if !model_dir.join("config.json").is_file() {
+    let remote = config.model.backend == ModelBackend::Openai;
+    if remote && !model_dir.join("tokenizer.json").is_file() {
+        anyhow::bail!(
+            "[model] dir {}: no tokenizer.json (backend \"openai\" reads only the checkpoint's \
+             tokenizer)",
+            model_dir.display()
+        );
+    }
+    if !remote && !model_dir.join("config.json").is_file() {
         anyhow::bail!(
             "[model] dir {}: not a Step-Audio 2 checkpoint directory (no config.json)",
             model_dir.display()
@@ -225,12 +235,22 @@ pub fn load(
     let agent_config = AgentConfig {
         fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,
         prefix_cache_bytes: config.agent.prefix_cache_mb.saturating_mul(1024 * 1024),
+        model_name: config.model.model.clone(),
         ..AgentConfig::default().summarise_results_of(WebSearch::NAME)
     };
-    let agent =
+    let agent = if remote {
+        let voice = config.voice.name.as_deref().unwrap_or(DEFAULT_VOICE_NAME);
+        let settings = config.model.remote(voice, |name| std::env::var(name).ok());
+        tracing::info!(url = %settings.url, model = %settings.model, "generation runs on a remote server");
+        let model = RemoteModel::new(settings).context("[model] url")?;
+        let tokenizer = StepTokenizer::from_file(model_dir.join("tokenizer.json"))
+            .with_context(|| format!("[model] dir {}: tokenizer.json", model_dir.display()))?;
+        Agent::over_remote(model, Arc::new(tokenizer), tools, agent_config)?
+    } else {
         Agent::load(&model_dir, config.model.device, tools, agent_config).with_context(|| {
             format!("loading the speech LLM from [model] dir {}", model_dir.display())
-        })?;
+        })?
+    };
     tracing::info!(
         model = %model_dir.display(),
         tools = ?agent.tools().names().collect::<Vec<_>>(),

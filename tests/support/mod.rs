@@ -8,9 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Starts `voxloop serve` on a free port and returns the child and the address it logged.
-pub fn start_server(mut cmd: Command) -> (Child, SocketAddr) {
+pub fn start_server(cmd: Command) -> (Child, SocketAddr) {
+    start_server_at(cmd, "127.0.0.1:0")
+}
+
+/// Starts `voxloop serve` listening on `addr` (`127.0.0.1:0`: a free port); the child and the
+/// address it logged.
+pub fn start_server_at(mut cmd: Command, addr: &str) -> (Child, SocketAddr) {
     let mut child = cmd
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", addr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -241,6 +247,7 @@ pub fn session(addr: SocketAddr, id: &str) -> serde_json::Value {
 pub fn serve_command(config: &std::path::Path, tiny_model: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_voxloop"));
     cmd.env_remove("VOXLOOP_ADDR")
+        .env_remove("VOXLOOP_MODEL_URL")
         .env_remove("VOXLOOP_DATA_DIR")
         .env_remove("VOXLOOP_TOKEN2WAV_DIR")
         .env("VOXLOOP_LOG", "info")
@@ -341,6 +348,11 @@ pub const OFFLINE_TOOLS: &str =
 /// token2wav fixture in its voice (`fixture`, the only one of the library), and `extra`
 /// appended to the config file.
 pub fn serve_speaking(extra: &str) -> Server {
+    serve_speaking_with(extra, &[], "127.0.0.1:0")
+}
+
+/// [`serve_speaking`] with `env` set for the server, listening on `addr`.
+pub fn serve_speaking_with(extra: &str, env: &[(&str, String)], addr: &str) -> Server {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -355,7 +367,8 @@ pub fn serve_speaking(extra: &str) -> Server {
     std::fs::write(&config, toml).unwrap();
     let mut cmd = serve_command(&config, true);
     cmd.env_remove("VOXLOOP_SILERO_VAD");
-    let (child, addr) = start_server(cmd);
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let (child, addr) = start_server_at(cmd, addr);
     Server { child, addr, _dir: Some(dir) }
 }
 

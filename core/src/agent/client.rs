@@ -79,9 +79,13 @@ impl ClientTools {
     /// The text of the `tool_json_schemas` turn that declares them (the agent's own first,
     /// when beside them), as for registered tools.
     pub fn tool_json_schemas(&self) -> Result<String> {
-        let all: Vec<ToolDefinition> =
-            self.beside.iter().chain(&self.definitions).cloned().collect();
-        tool_json_schemas(&all)
+        tool_json_schemas(&self.declared())
+    }
+
+    /// Every tool the model is told of: the agent's own first (when beside them), then the
+    /// client's.
+    pub(crate) fn declared(&self) -> Vec<ToolDefinition> {
+        self.beside.iter().chain(&self.definitions).cloned().collect()
     }
 
     /// The logits masks of their steps.

@@ -98,6 +98,7 @@ use crate::audio::AudioChunk;
 use crate::generate::{InferenceWorker, StepModel};
 use crate::model::StepAudio2;
 use crate::protocol::{ToolChoice, SEARCH_SUMMARY_INSTRUCTION};
+use crate::remote::RemoteModel;
 use crate::session::{HumanPart, Session, SessionSettings};
 use crate::tokenizer::StepTokenizer;
 use crate::tool::{ToolDefinition, ToolRegistry};
@@ -211,9 +212,17 @@ impl TurnInput {
 /// Distinguishes agents, so that a session knows whose cache holds it.
 static NEXT_AGENT: AtomicU64 = AtomicU64::new(1);
 
+/// Where an agent's model runs.
+enum Engine {
+    /// In this process, on its inference thread.
+    Local(InferenceWorker),
+    /// On a server, behind Chat Completions ([`crate::remote`]): no KV cache here.
+    Remote(RemoteModel),
+}
+
 /// A speech LLM with tools; see the module documentation.
 pub struct Agent {
-    worker: InferenceWorker,
+    engine: Engine,
     tokenizer: Arc<StepTokenizer>,
     tools: ToolRegistry,
     config: AgentConfig,
@@ -248,10 +257,31 @@ impl Agent {
         tools: ToolRegistry,
         config: AgentConfig,
     ) -> Result<Self> {
+        Self::with_engine(Engine::Local(worker), tokenizer, tools, config)
+    }
+
+    /// An agent whose generation steps run on a remote server ([`crate::remote`]); the
+    /// tokenizer (the checkpoint's `tokenizer.json`) keeps the history's ids and the grammar
+    /// that checks calls as for a local model.
+    pub fn over_remote(
+        model: RemoteModel,
+        tokenizer: Arc<StepTokenizer>,
+        tools: ToolRegistry,
+        config: AgentConfig,
+    ) -> Result<Self> {
+        Self::with_engine(Engine::Remote(model), tokenizer, tools, config)
+    }
+
+    fn with_engine(
+        engine: Engine,
+        tokenizer: Arc<StepTokenizer>,
+        tools: ToolRegistry,
+        config: AgentConfig,
+    ) -> Result<Self> {
         let grammar = GrammarConstraints::new(&tokenizer, &tools.definitions())?;
         let prefixes = std::sync::Mutex::new(PrefixStore::new(config.prefix_cache_bytes));
         Ok(Self {
-            worker,
+            engine,
             tokenizer,
             tools,
             config,
@@ -308,10 +338,22 @@ impl Agent {
         &self.config
     }
 
-    /// The inference thread, for jobs of your own (they run between the turns' jobs). After
-    /// a job that changes the model's cache, call [`Agent::forget_cache`].
-    pub fn worker(&self) -> &InferenceWorker {
-        &self.worker
+    /// The inference thread, for jobs of your own (they run between the turns' jobs); `None`
+    /// when the model is remote. After a job that changes the model's cache, call
+    /// [`Agent::forget_cache`].
+    pub fn worker(&self) -> Option<&InferenceWorker> {
+        match &self.engine {
+            Engine::Local(worker) => Some(worker),
+            Engine::Remote(_) => None,
+        }
+    }
+
+    /// The remote model, when the agent runs over one.
+    pub fn remote_model(&self) -> Option<&RemoteModel> {
+        match &self.engine {
+            Engine::Local(_) => None,
+            Engine::Remote(model) => Some(model),
+        }
     }
 
     /// Declares the model's cache unknown: every session prefills its whole history at its
@@ -421,8 +463,12 @@ impl Agent {
         }
     }
 
-    /// The number of positions in the model's cache (waits for the running turn's jobs).
+    /// The number of positions in the model's cache (waits for the running turn's jobs); 0
+    /// for a remote model.
     pub async fn cache_len(&self) -> Result<usize> {
+        if self.remote_model().is_some() {
+            return Ok(0);
+        }
         self.on_worker(|model| model.cache_len()).await
     }
 
@@ -433,8 +479,11 @@ impl Agent {
         R: Send + 'static,
         F: FnOnce(&mut dyn StepModel) -> R + Send + 'static,
     {
+        let Engine::Local(worker) = &self.engine else {
+            return Err(Error::Agent("the model is remote: there is no local model".to_owned()));
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.worker.submit(move |model| {
+        worker.submit(move |model| {
             let _ = tx.send(job(model));
         })?;
         rx.await.map_err(|_| {
@@ -450,6 +499,10 @@ impl Agent {
     pub(crate) async fn prepare_cache(&self, session: &mut Session) -> Result<()> {
         // Until this turn ends cleanly, nobody may trust the record of the last one.
         let live = self.prefixes().take_live();
+        if self.remote_model().is_some() {
+            // The server keeps its own cache (a voxloop server reuses prefixes across calls).
+            return Ok(());
+        }
         let epoch = self.epoch.load(Ordering::SeqCst);
         if let Some(cache) = session.cache() {
             if cache.owner == self.instance && cache.epoch == epoch {

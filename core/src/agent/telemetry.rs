@@ -73,6 +73,9 @@ pub(crate) struct ChatStep<'a> {
     pub(crate) mode: GenerationMode,
     pub(crate) params: &'a SamplingParams,
     pub(crate) choice: &'a ToolChoice,
+    /// The remote model's host and port (`server.address`, `server.port`); `None`: the model
+    /// runs in this process.
+    pub(crate) server: Option<(&'a str, u16)>,
 }
 
 /// The `chat` span of one generation step, a child of `parent`.
@@ -92,7 +95,7 @@ pub(crate) fn chat(parent: &Span, step: &ChatStep<'_>) -> Span {
         parent: parent,
         "chat",
         otel.name = %format_args!("chat {}", step.config.model_name),
-        otel.kind = "internal",
+        otel.kind = if step.server.is_some() { "client" } else { "internal" },
         gen_ai.operation.name = "chat",
         gen_ai.provider.name = PROVIDER,
         gen_ai.request.model = %step.config.model_name,
@@ -110,9 +113,15 @@ pub(crate) fn chat(parent: &Span, step: &ChatStep<'_>) -> Span {
         gen_ai.response.time_to_first_chunk = Empty,
         voxloop.step = step.step as i64,
         voxloop.tool_choice = %choice,
+        server.address = Empty,
+        server.port = Empty,
         "error.type" = Empty,
         otel.status_code = Empty,
     );
+    if let Some((address, port)) = step.server {
+        span.record("server.address", address);
+        span.record("server.port", i64::from(port));
+    }
     if let Some(seed) = p.seed {
         match i64::try_from(seed) {
             Ok(seed) => span.record("gen_ai.request.seed", seed),

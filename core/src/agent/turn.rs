@@ -2,6 +2,8 @@
 //! cache record updated only at consistent points (see the module documentation of
 //! [`super`] for the cancellation rules).
 
+mod remote;
+
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,6 +244,9 @@ impl TurnRun<'_> {
         choice: &ToolChoice,
     ) -> Result<Step> {
         let agent = self.agent;
+        if let Some(model) = agent.remote_model() {
+            return self.generate_remote(model, session, step, settings, choice).await;
+        }
         let tokenizer: &StepTokenizer = &agent.tokenizer;
         let special = *tokenizer.special();
         let mode = settings.mode();
@@ -252,17 +257,7 @@ impl TurnRun<'_> {
         let params =
             settings.sampling.params(vec![special.eot, special.endoftext], before + prompt_len);
         params.validate()?;
-        let span = telemetry::chat(
-            &self.span,
-            &ChatStep {
-                config: &agent.config,
-                conversation: session.id(),
-                step,
-                mode,
-                params: &params,
-                choice,
-            },
-        );
+        let span = self.chat_span(session, step, mode, &params, choice, None);
         let mask = match self.client {
             Some(client) => client.constraints().build(choice, mode)?,
             None => agent.constraints.build(choice, mode)?,
@@ -277,7 +272,8 @@ impl TurnRun<'_> {
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let submitted = Instant::now();
-        agent.worker.generate(request, move |event| match tx.send(event) {
+        let worker = agent.worker().ok_or_else(|| Error::Agent("no local model".to_owned()))?;
+        worker.generate(request, move |event| match tx.send(event) {
             Ok(()) => ControlFlow::Continue(()),
             Err(_) => ControlFlow::Break(()),
         })?;
@@ -343,6 +339,7 @@ impl TurnRun<'_> {
                             ids: keep,
                             text,
                             calls: Vec::new(),
+                            reply_id: None,
                         };
                         session.commit_assistant(&generation, turn);
                     }
@@ -369,8 +366,27 @@ impl TurnRun<'_> {
             ids: output.tokens,
             text: reader.transcript,
             calls: calls.iter().filter_map(|call| call.as_ref().ok().cloned()).collect(),
+            reply_id: None,
         };
         Ok(Step::Generated(Generated { prompt: generation, turn, calls }))
+    }
+
+    /// The `chat` span of a step (`server`: the remote model's host and port).
+    fn chat_span(
+        &self,
+        session: &Session,
+        step: usize,
+        mode: GenerationMode,
+        params: &crate::generate::SamplingParams,
+        choice: &ToolChoice,
+        server: Option<(&str, u16)>,
+    ) -> Span {
+        let config = &self.agent.config;
+        let conversation = session.id();
+        telemetry::chat(
+            &self.span,
+            &ChatStep { config, conversation, step, mode, params, choice, server },
+        )
     }
 
     fn end_step(

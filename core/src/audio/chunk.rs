@@ -22,14 +22,27 @@ use crate::{Error, Result};
 /// cloning a chunk (into a prompt, or a history to save it) shares them; the model copies them
 /// to its device ([`AudioChunk::to_tensor`]) when it encodes them.
 ///
+/// A chunk made from samples ([`super::log_mel_chunks`]) also keeps those 16 kHz samples as
+/// 16-bit PCM ([`AudioChunk::pcm16`], 0.8 MB per 25 s): a remote model backend is sent audio,
+/// not features. They are derived data: two chunks are equal when their features are.
+///
 /// It serialises as the session files have always stored a chunk, `{"frames": T, "patches": P,
 /// "mel": "…"}` with the features as base64 of their little-endian bytes (about 1.7 MB per
-/// 25 s); deserialising refuses features that are not `128 × frames` values.
-#[derive(Clone, PartialEq)]
+/// 25 s), plus `"pcm16": "…"` (base64 of the little-endian samples) when it keeps them;
+/// deserialising refuses features that are not `128 × frames` values.
+#[derive(Clone)]
 pub struct AudioChunk {
     /// `[128, T]` row-major: a whole number of frames of [`N_MELS`] values.
     mel: Arc<[f32]>,
     patches: usize,
+    /// The chunk's 16 kHz samples, when it was made from them.
+    pcm16: Option<Arc<[i16]>>,
+}
+
+impl PartialEq for AudioChunk {
+    fn eq(&self, other: &Self) -> bool {
+        self.patches == other.patches && self.mel == other.mel
+    }
 }
 
 impl AudioChunk {
@@ -42,7 +55,7 @@ impl AudioChunk {
                 mel.len()
             )));
         }
-        Ok(Self { mel: mel.into(), patches })
+        Ok(Self { mel: mel.into(), patches, pcm16: None })
     }
 
     /// A copy of a `[128, T]` float tensor (any device) as a chunk that fills `patches`
@@ -59,7 +72,7 @@ impl AudioChunk {
             .f_to_kind(Kind::Float)?
             .f_contiguous()?
             .f_view([size[0] * size[1]])?;
-        Ok(Self { mel: Vec::<f32>::try_from(&flat)?.into(), patches })
+        Ok(Self { mel: Vec::<f32>::try_from(&flat)?.into(), patches, pcm16: None })
     }
 
     /// Mel frames `T`: `floor((samples + 479) / 160)` for a chunk of 16 kHz samples.
@@ -77,6 +90,26 @@ impl AudioChunk {
     /// The features, `[128, T]` row-major.
     pub fn mel(&self) -> &[f32] {
         &self.mel
+    }
+
+    /// The chunk with the 16 kHz samples it was computed from, kept as 16-bit PCM at the
+    /// scale decoders read it (`i16 / 32768`, so a 16-bit 16 kHz upload is kept exactly);
+    /// values outside it are clipped.
+    #[must_use]
+    pub fn with_samples(mut self, samples_16k: &[f32]) -> Self {
+        let pcm: Vec<i16> = samples_16k
+            .iter()
+            .map(|&v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+            .collect();
+        self.pcm16 = Some(pcm.into());
+        self
+    }
+
+    /// The chunk's 16 kHz samples as 16-bit PCM, when it keeps them (chunks made from
+    /// samples do; chunks of features alone, and those of session files written before
+    /// samples were kept, do not).
+    pub fn pcm16(&self) -> Option<&[i16]> {
+        self.pcm16.as_deref()
     }
 
     /// The features as a CPU `f32` tensor `[128, T]` (a copy), the audio encoder's input.
@@ -98,10 +131,15 @@ impl std::fmt::Debug for AudioChunk {
 impl Serialize for AudioChunk {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let bytes: Vec<u8> = self.mel.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut chunk = serializer.serialize_struct("AudioChunk", 3)?;
+        let fields = if self.pcm16.is_some() { 4 } else { 3 };
+        let mut chunk = serializer.serialize_struct("AudioChunk", fields)?;
         chunk.serialize_field("frames", &self.frames())?;
         chunk.serialize_field("patches", &self.patches)?;
         chunk.serialize_field("mel", &STANDARD.encode(bytes))?;
+        if let Some(pcm) = &self.pcm16 {
+            let bytes: Vec<u8> = pcm.iter().flat_map(|v| v.to_le_bytes()).collect();
+            chunk.serialize_field("pcm16", &STANDARD.encode(bytes))?;
+        }
         chunk.end()
     }
 }
@@ -114,6 +152,8 @@ impl<'de> Deserialize<'de> for AudioChunk {
             frames: usize,
             patches: usize,
             mel: String,
+            #[serde(default)]
+            pcm16: Option<String>,
         }
         let stored = Stored::deserialize(deserializer)?;
         let bytes = STANDARD.decode(stored.mel.as_bytes()).map_err(D::Error::custom)?;
@@ -132,7 +172,17 @@ impl<'de> Deserialize<'de> for AudioChunk {
         }
         let mel =
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        Ok(Self { mel, patches: stored.patches })
+        let pcm16 = match stored.pcm16 {
+            None => None,
+            Some(text) => {
+                let bytes = STANDARD.decode(text.as_bytes()).map_err(D::Error::custom)?;
+                if bytes.len() % 2 != 0 {
+                    return Err(D::Error::custom("the pcm16 samples have an odd number of bytes"));
+                }
+                Some(bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+            }
+        };
+        Ok(Self { mel, patches: stored.patches, pcm16 })
     }
 }
 
@@ -154,6 +204,19 @@ mod tests {
         assert_eq!(json, want, "the session files' form");
         let back: AudioChunk = serde_json::from_str(&json).unwrap();
         assert_eq!(back, chunk);
+    }
+
+    #[test]
+    fn kept_samples_round_trip_and_do_not_change_equality() {
+        let plain = chunk(2, 7);
+        let with = plain.clone().with_samples(&[0.0, 0.5, -1.0, 2.0]);
+        assert_eq!(with.pcm16(), Some(&[0, 16384, -32768, 32767][..]));
+        assert_eq!(with, plain, "samples are derived data");
+        let json = serde_json::to_string(&with).unwrap();
+        assert!(json.contains("\"pcm16\":"), "{json}");
+        let back: AudioChunk = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.pcm16(), with.pcm16());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("pcm16"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod chunk;
 mod decode;
 mod mel;
 mod resample;
+mod wav;
 
 use tch::Tensor;
 
@@ -40,6 +41,7 @@ pub use mel::{
     N_FREQS, N_MELS, RIGHT_PAD,
 };
 pub use resample::{resample, resample_to_16k};
+pub use wav::wav_file;
 
 /// The model's input sample rate in Hz.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -70,7 +72,7 @@ pub fn log_mel_chunks(samples_16k: &[f32]) -> Result<Vec<AudioChunk>> {
         .map(|chunk| {
             let mel = mel::log_mel_with(chunk, RIGHT_PAD, &filters)?;
             let frames = usize::try_from(mel.size()[1]).unwrap_or(0);
-            AudioChunk::from_tensor(&mel, audio_patch_count(frames))
+            Ok(AudioChunk::from_tensor(&mel, audio_patch_count(frames))?.with_samples(chunk))
         })
         .collect()
 }

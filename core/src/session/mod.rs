@@ -51,6 +51,7 @@ pub use settings::{
     DateLine, SamplingSettings, SessionSettings, DEFAULT_SYSTEM_PROMPT, DEFAULT_VOICE_INSTRUCTION,
     ENGLISH_MONTHS, ENGLISH_WEEKDAYS,
 };
+pub(crate) use turn::call_ids;
 pub use turn::{AssistantTurn, HumanPart, ToolResultTurn, Turn};
 
 use crate::tool::Extensions;

@@ -33,6 +33,10 @@ pub struct AssistantTurn {
     /// The tool calls the turn made, with their ids; not rendered (the ids say it).
     #[serde(default)]
     pub calls: Vec<ToolCall>,
+    /// The `audio.id` a remote model backend gave the answer (sent back with the history, so
+    /// that a voxloop server replays its own ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_id: Option<String>,
 }
 
 impl AssistantTurn {
@@ -42,26 +46,28 @@ impl AssistantTurn {
     /// body as untrusted text, the arguments as Python's `json.dumps`). The arguments of each
     /// call must be a JSON object.
     pub fn from_text(tokenizer: &StepTokenizer, text: &str, calls: Vec<ToolCall>) -> Result<Self> {
-        let special = tokenizer.special();
         let mut ids = tokenizer.encode_untrusted(text)?;
         for call in &calls {
-            let arguments = call.arguments.as_object().ok_or_else(|| {
-                Error::Agent(format!(
-                    "the arguments of the call to {:?} are not an object",
-                    call.name
-                ))
-            })?;
-            let body = format!(
-                "{FUNCTION_KEYWORD}\n{}\n{}",
-                call.name,
-                python_json_dumps_object(arguments)
-            );
-            ids.push(special.tool_call_start);
-            ids.extend(tokenizer.encode_untrusted(&body)?);
-            ids.push(special.tool_call_end);
+            ids.extend(call_ids(tokenizer, call)?);
         }
-        Ok(Self { speech: false, ids, text: text.to_owned(), calls })
+        Ok(Self { speech: false, ids, text: text.to_owned(), calls, reply_id: None })
     }
+}
+
+/// A call as the model writes it, `<tool_call>function\n{name}\n{arguments}</tool_call>`: the
+/// tags as their tokens, the body as untrusted text, the arguments (a JSON object) as Python's
+/// `json.dumps`.
+pub(crate) fn call_ids(tokenizer: &StepTokenizer, call: &ToolCall) -> Result<Vec<i64>> {
+    let special = tokenizer.special();
+    let arguments = call.arguments.as_object().ok_or_else(|| {
+        Error::Agent(format!("the arguments of the call to {:?} are not an object", call.name))
+    })?;
+    let body =
+        format!("{FUNCTION_KEYWORD}\n{}\n{}", call.name, python_json_dumps_object(arguments));
+    let mut ids = vec![special.tool_call_start];
+    ids.extend(tokenizer.encode_untrusted(&body)?);
+    ids.push(special.tool_call_end);
+    Ok(ids)
 }
 
 impl AssistantTurn {
@@ -90,7 +96,13 @@ impl AssistantTurn {
             .filter(|&id| special.classify(id) == crate::tokenizer::TokenClass::Text)
             .collect();
         let text = tokenizer.decode(&spoken).unwrap_or_default();
-        Self { speech: self.speech, ids, text, calls: self.calls.clone() }
+        Self {
+            speech: self.speech,
+            ids,
+            text,
+            calls: self.calls.clone(),
+            reply_id: self.reply_id.clone(),
+        }
     }
 
     /// How many speech codes the turn holds.

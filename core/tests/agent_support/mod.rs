@@ -139,6 +139,7 @@ pub async fn extension_vs_fresh_prefill(agent: &Agent, session: &Session) -> f64
     all.push(eot);
     let diff = agent
         .worker()
+        .expect("a local model")
         .call(move |model| {
             use voxloop_core::generate::Segment;
             let extended = model.prefill(&[Segment::Tokens(vec![eot])]).unwrap();

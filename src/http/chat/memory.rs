@@ -65,7 +65,13 @@ mod tests {
     use super::*;
 
     fn turn(id: i64) -> AssistantTurn {
-        AssistantTurn { speech: false, ids: vec![id], text: String::new(), calls: Vec::new() }
+        AssistantTurn {
+            speech: false,
+            ids: vec![id],
+            text: String::new(),
+            calls: Vec::new(),
+            reply_id: None,
+        }
     }
 
     #[test]

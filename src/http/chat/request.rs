@@ -10,7 +10,7 @@
 //! | leading `system` / `developer` (text; several are joined by a line break) | the system turn; without one, the service's default system prompt with its date line |
 //! | `tools` (when declared) | the `tool_json_schemas` turn after it |
 //! | `user` (a string, or `text` and `input_audio` parts) | a human turn; audio decoded into the model's chunks |
-//! | `assistant` | the ids this service generated for it when it is one of its recent answers (by `audio.id`, else by content and calls), else its text and calls tokenized |
+//! | `assistant` | the ids this service generated for it when it is one of its recent answers (by `audio.id`, else by content and calls), else its text and calls tokenized (an unknown `audio.id` is an error only when there is no text or call to rebuild from) |
 //! | `tool` | an `input` turn answering the call its `tool_call_id` names |
 
 use serde::Deserialize;
@@ -39,6 +39,11 @@ pub struct ChatRequest {
     pub audio: Option<AudioOutput>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// vLLM's extra sampling parameter (StepFun's server takes it too): a top-k cut, 0 for
+    /// none.
+    pub top_k: Option<usize>,
+    /// vLLM's extra sampling parameter: the repetition penalty (1 for none).
+    pub repetition_penalty: Option<f64>,
     pub seed: Option<i64>,
     pub max_completion_tokens: Option<usize>,
     pub max_tokens: Option<usize>,
@@ -453,12 +458,19 @@ fn assistant_turn(
     context: &HistoryContext<'_>,
 ) -> Result<AssistantTurn, ChatError> {
     if let Some(id) = message.pointer("/audio/id").and_then(Value::as_str) {
-        return context.memory.recall(&TurnKey::Audio(id.to_owned())).ok_or_else(|| {
-            ChatError::invalid(
+        if let Some(turn) = context.memory.recall(&TurnKey::Audio(id.to_owned())) {
+            return Ok(turn);
+        }
+        // An answer this service no longer knows (a restart, an old one) is rebuilt from
+        // its text and calls when the message has them (voxloop's remote backend sends both).
+        let has_text = message.get("content").is_some_and(|c| !c.is_null() && c != "");
+        let has_calls = message.get("tool_calls").is_some_and(|c| !c.is_null());
+        if !has_text && !has_calls {
+            return Err(ChatError::invalid(
                 format!("audio {id:?} is not (or no longer) known to this service; send the assistant's content instead"),
                 format!("messages[{index}].audio.id"),
-            )
-        });
+            ));
+        }
     }
     let content = text_content(message, index, &["text", "refusal"])?;
     let mut calls = Vec::new();
