@@ -137,6 +137,11 @@ fn free_port() -> u16 {
 /// console log at `warn` (so the exported `info` spans pass the export's own filter only), and
 /// `OTEL_BSP_SCHEDULE_DELAY` set to `schedule_ms`.
 fn serve(telemetry: &str, schedule_ms: u64) -> Server {
+    serve_with(telemetry, schedule_ms, &[])
+}
+
+/// [`serve`] with `env` set for the server.
+fn serve_with(telemetry: &str, schedule_ms: u64, env: &[(&str, String)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("voxloop.toml");
     let text = format!(
@@ -154,6 +159,7 @@ fn serve(telemetry: &str, schedule_ms: u64) -> Server {
         "VOXLOOP_ADDR",
         "VOXLOOP_DATA_DIR",
         "VOXLOOP_TOKEN2WAV_DIR",
+        "VOXLOOP_MODEL_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -169,6 +175,7 @@ fn serve(telemetry: &str, schedule_ms: u64) -> Server {
         .env("VOXLOOP_DEVICE", "cpu")
         .env("VOXLOOP_MODEL_DIR", model)
         .env("OTEL_BSP_SCHEDULE_DELAY", schedule_ms.to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .arg("--config")
         .arg(&config)
         .args(["serve", "--addr", &addr.to_string()])
@@ -337,6 +344,28 @@ fn a_turn_is_exported_when_the_server_stops_with_its_steps_and_tool_call() {
         assert_eq!(tool.trace_id, turn.trace_id);
         assert_eq!(tool.parent_span_id, turn.span_id);
     }
+}
+
+#[test]
+fn a_step_on_a_remote_model_is_a_client_span_naming_the_server() {
+    let model = support::serve_speaking("");
+    let receiver = Receiver::start();
+    let telemetry = format!("otlp_endpoint = {:?}\n", receiver.endpoint());
+    let url = format!("http://{}/v1", model.addr);
+    let server = serve_with(&telemetry, 600_000, &[("VOXLOOP_MODEL_URL", url)]);
+    let id = create_session(server.addr, r#"{"max_new_tokens": 8, "mode": "text"}"#);
+    let done = turn(server.addr, &id, "Hello?");
+    assert_eq!(done["reason"], "completed", "{done}");
+    server.stop();
+    let spans = spans(&receiver.store);
+    let chats = by_operation(&spans, "chat");
+    assert_eq!(chats.len(), 1, "one step");
+    let chat = chats[0];
+    assert_eq!(chat.kind, SpanKind::Client as i32, "a call to another process");
+    assert_eq!(str_attr(&chat.attributes, "server.address"), Some("127.0.0.1"));
+    assert_eq!(int_attr(&chat.attributes, "server.port"), Some(i64::from(model.addr.port())));
+    let output = int_attr(&chat.attributes, "gen_ai.usage.output_tokens").unwrap();
+    assert_eq!(output, done["usage"]["output_tokens"].as_i64().unwrap(), "the server's usage");
 }
 
 #[test]

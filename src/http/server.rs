@@ -178,6 +178,13 @@ pub async fn serve(listener: TcpListener, config: &Config, parts: Parts) -> anyh
             approvals.withdraw_all();
         }
     };
+    // Streams (SSE, WebSocket frames) are many small writes: with Nagle's algorithm each one
+    // after the first waits for the client's delayed ACK (up to 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(config, parts)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

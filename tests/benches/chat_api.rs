@@ -14,6 +14,11 @@
 //! both prefill only the generation prompt. The overhead is HTTP − in-process of each repeat:
 //! median and min–max over `--repeats` (default 20) after 3 warm-ups.
 //!
+//! The remote model backend's added latency per step is timed beside them: a second `voxloop
+//! serve` with `[model] backend = "openai"` pointed at the first (`VOXLOOP_MODEL_URL`) answers
+//! the same call by a streamed request to it; its added latency is (call to the second) −
+//! (call to the first) of each repeat.
+//!
 //! Run without `--bench` (as `cargo test --all-targets` does) it is a smoke run of 2 repeats.
 
 #[path = "../support/mod.rs"]
@@ -87,6 +92,10 @@ fn run(o: &Options) -> BoxResult<()> {
     )?;
     let (child, addr) = support::start_server(support::serve_command(&config, true));
     let server = support::Server { child, addr, _dir: None };
+    let mut over = support::serve_command(&config, true);
+    over.env("VOXLOOP_MODEL_URL", format!("http://{addr}/v1"));
+    let (child, addr) = support::start_server(over);
+    let remote = support::Server { child, addr, _dir: None };
 
     let body = json!({
         "model": "step-audio-2-mini",
@@ -105,6 +114,7 @@ fn run(o: &Options) -> BoxResult<()> {
 
     let warm_ups = 3;
     let (mut http, mut local, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut via, mut added) = (Vec::new(), Vec::new());
     for run in 0..warm_ups + o.repeats {
         let start = Instant::now();
         let (status, text) = support::http_post(server.addr, "/v1/chat/completions", &body);
@@ -123,7 +133,17 @@ fn run(o: &Options) -> BoxResult<()> {
             turn.collect::<Vec<_>>().await
         });
         let in_process = start.elapsed();
+        let start = Instant::now();
+        let (status, text) = support::http_post(remote.addr, "/v1/chat/completions", &body);
+        let over_remote = start.elapsed();
+        if status != 200 {
+            return Err(
+                format!("the call over the remote backend answered {status}: {text}").into()
+            );
+        }
         if run >= warm_ups {
+            via.push(millis(over_remote));
+            added.push(millis(over_remote) - millis(over_http));
             http.push(millis(over_http));
             local.push(millis(in_process));
             overhead.push(millis(over_http) - millis(in_process));
@@ -145,6 +165,13 @@ fn run(o: &Options) -> BoxResult<()> {
     );
     println!("|---|---|---|");
     println!("| {h:.2} | {l:.2} | {d:.2} ({low:.2}–{high:.2}) |");
+    let (v, _, _) = median(&mut via);
+    let (a, low, high) = median(&mut added);
+    println!();
+    println!("| call over the remote backend ms | direct call ms | added per step ms, median (min–max) |");
+    println!("|---|---|---|");
+    println!("| {v:.2} | {h:.2} | {a:.2} ({low:.2}–{high:.2}) |");
+    drop(remote);
     drop(server);
     Ok(())
 }
