@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod eval;
 mod http;
 mod mcp;
 mod realtime;
@@ -52,6 +53,9 @@ enum Command {
     Search(cli::index::SearchArgs),
     /// Manage the voice library: add a voice from a recording, import a profile, list.
     Voice(cli::voice::VoiceArgs),
+    /// Evaluate the agent: `eval toolcall DIR` scores tool calling on a benchmark in the
+    /// StepEval-Audio-Toolcall layout (or on recorded --predictions).
+    Eval(cli::eval::EvalArgs),
     /// Render speech tokens to a 24 kHz WAV with token2wav (debugging).
     Speak {
         /// Speech tokens: ids or `<audio_N>` tokens, separated by spaces, commas or newlines.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Index(args) => cli::index::run_index(&config, args),
         Command::Search(args) => cli::index::run_search(&config, args),
         Command::Voice(args) => cli::voice::run(&config, args),
+        Command::Eval(args) => cli::eval::run(&config, args),
         Command::Speak { tokens, voice, output, token2wav, stream } => {
             let request = voxloop_voices::speak::SpeakRequest {
                 tokens,

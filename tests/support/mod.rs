@@ -414,15 +414,20 @@ pub fn spoken_question(dir: &std::path::Path, text: &str) -> Option<std::path::P
     let wav = dir.join("question.wav");
     let spoke =
         Command::new("espeak-ng").arg("-w").arg(&wav).arg(text).status().is_ok_and(|s| s.success());
-    if !spoke {
+    present(spoke, "espeak-ng, to record the spoken question,").then_some(wav)
+}
+
+/// Whether a test's outside need (`what`) is met: when it is not, the test is skipped (`false`),
+/// except under `VOXLOOP_REQUIRE_MODELS=1` (`make test`), where it fails.
+pub fn present(met: bool, what: &str) -> bool {
+    if !met {
         assert!(
             std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() != Ok("1"),
-            "espeak-ng is needed to record the spoken question"
+            "{what} is needed by this test"
         );
-        eprintln!("espeak-ng not installed: this speech-in test is skipped");
-        return None;
+        eprintln!("{what} missing: this test is skipped");
     }
-    Some(wav)
+    met
 }
 
 /// The Silero VAD model (`VOXLOOP_SILERO_VAD`, `scripts/silero_vad.sh`), or `None`: the
