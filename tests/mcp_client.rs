@@ -16,7 +16,8 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The service with the test server as `py` and a server that prints garbage as `junk`.
+/// The service with the test server as `py`, a server that lists a tool with an array schema
+/// as `bad`, and a server that prints garbage as `junk`.
 fn serve(pyclients: &Path, starts: &Path, cancels: &Path) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
@@ -29,11 +30,14 @@ fn serve(pyclients: &Path, starts: &Path, cancels: &Path) -> Server {
          [agent.policies.tools.py__pause]\ntimeout_ms = 300\n\
          [[mcp.servers]]\nname = \"py\"\ncommand = {python:?}\nargs = [{server:?}]\n\
          env = {{ PYTHONPATH = {pyclients:?}, COUNT_FILE = {starts:?}, CANCEL_FILE = {cancels:?} }}\n\
+         aliases = {{ refuse = \"say_no\" }}\n\
+         [[mcp.servers]]\nname = \"bad\"\ncommand = {python:?}\nargs = [{bad:?}]\n\
          [[mcp.servers]]\nname = \"junk\"\ncommand = {python:?}\n\
          args = [\"-c\", \"print('garbage'); import time; time.sleep(30)\"]\n\
          startup_timeout_ms = 3000\n",
         data = dir.path().join("data").display().to_string(),
         server = server.display().to_string(),
+        bad = root().join("tests/mcp/bad_schema.py").display().to_string(),
         pyclients = pyclients.display().to_string(),
         starts = starts.display().to_string(),
         cancels = cancels.display().to_string(),
@@ -75,11 +79,14 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let tools = json_body(&http_request(server.addr, "GET", "/v1/tools", None).1);
     let listed: Vec<&str> =
         tools.as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    let all = ["py__echo", "py__add", "py__refuse", "py__picture", "py__trace", "py__wipe"];
-    for name in all.iter().chain(&["py__crash"]) {
+    let all = ["py__echo", "py__add", "say_no", "py__picture", "py__trace", "py__wipe"];
+    for name in all.iter().chain(&["py__crash", "py__huge"]) {
         assert!(listed.contains(name), "{name} in {listed:?}");
     }
     assert!(!listed.iter().any(|n| n.starts_with("junk__")), "{listed:?}");
+    assert!(!listed.contains(&"py__refuse"), "registered under its alias: {listed:?}");
+    assert!(listed.contains(&"bad__good"), "{listed:?}");
+    assert!(!listed.contains(&"bad__bad"), "an array schema is left out: {listed:?}");
     let add =
         tools.as_array().unwrap().iter().find(|t| t["function"]["name"] == "py__add").unwrap();
     assert_eq!(add["function"]["parameters"]["required"], json!(["a", "b"]));
@@ -93,9 +100,15 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     assert_eq!(result["output"], text);
 
     // An error result is a failed call whose message the model reads.
-    let (_, result) = call(&server, "py__refuse");
+    let (_, result) = call(&server, "say_no");
     assert_eq!(result["ok"], false, "{result}");
     assert!(result["error"]["message"].as_str().unwrap().contains("refused"), "{result}");
+
+    // A 10 MB answer reaches the model cut to the result cap; the server goes on.
+    let (_, result) = call(&server, "py__huge");
+    assert_eq!(result["ok"], true, "{}", result.to_string().chars().take(300).collect::<String>());
+    let output = result["output"].as_str().unwrap();
+    assert!(output.starts_with("xxxx") && output.len() < 64 * 1024, "{} bytes", output.len());
 
     // Non-text content is named with its type and size.
     let (_, result) = call(&server, "py__picture");
@@ -110,7 +123,7 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
         };
         (state("py"), state("junk"))
     };
-    assert_eq!(health(&server), (("running".into(), 8), ("failed".into(), 0)));
+    assert_eq!(health(&server), (("running".into(), 9), ("failed".into(), 0)));
 
     // A destructive tool waits for a person: the turn asks, the answer (no) is the result.
     let health_json = json_body(&http_request(server.addr, "GET", "/healthz", None).1);

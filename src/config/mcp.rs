@@ -74,6 +74,11 @@ pub struct McpServerConfig {
     /// How long starting it (the handshake and the tool list) may take, in ms.
     #[serde(default = "default_startup_ms")]
     pub startup_timeout_ms: u64,
+    /// Names to register its tools under instead of `<name>__<tool>`, by the server's tool
+    /// name (`aliases = { search_issues = "issues" }`). An alias that is a built-in tool's
+    /// name is not taken: that tool keeps its `<name>__<tool>` name (with a warning).
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
 }
 
 fn default_startup_ms() -> u64 {
@@ -155,6 +160,17 @@ impl McpConfig {
                     ));
                 }
             }
+            let bad_alias = server.aliases.values().find(|alias| {
+                alias.is_empty()
+                    || alias.len() > 64
+                    || !alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+            if let Some(alias) = bad_alias {
+                return Err(bad(
+                    &field("aliases"),
+                    &format!("{alias:?} is not a tool name: 1 to 64 letters, digits, _ or -"),
+                ));
+            }
             if server.startup_timeout_ms == 0 {
                 return Err(bad(&field("startup_timeout_ms"), "must be at least 1"));
             }
@@ -187,6 +203,7 @@ mod tests {
             headers: BTreeMap::new(),
             bearer_token_env: None,
             startup_timeout_ms: 1000,
+            aliases: BTreeMap::new(),
         };
         let with = |servers| McpConfig { servers, ..McpConfig::default() };
         assert!(with(vec![server("files", Some("npx"))]).validate().is_ok());
@@ -195,6 +212,9 @@ mod tests {
         assert!(error(with(vec![server("a", None)])).contains("servers[0].command"));
         let twice = with(vec![server("a", Some("x")), server("a", Some("y"))]);
         assert!(error(twice).contains("servers[1].name"));
+        let mut aliased = server("a", Some("x"));
+        aliased.aliases.insert("t".into(), "has space".into());
+        assert!(error(with(vec![aliased])).contains("servers[0].aliases"));
         let mut http = server("web", None);
         http.url = Some("http://localhost:1234/mcp".into());
         assert!(with(vec![http.clone()]).validate().is_ok());

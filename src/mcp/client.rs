@@ -37,13 +37,19 @@ use tokio::sync::Mutex;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use voxloop_core::tool::{
-    DynTool, ToolContext, ToolDefinition, ToolError, ToolErrorKind, ToolType,
+    DynTool, Tool, ToolContext, ToolDefinition, ToolError, ToolErrorKind, ToolType,
 };
+use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
 
 use crate::config::mcp::McpServerConfig;
 
 /// The longest wait between two restarts of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The longest message read from a stdio server. rmcp's default (16 MiB) drops the answer of
+/// a call returning 10 MB of text, which the Python SDK sends twice (as text content and as
+/// structured content), and a dropped answer leaves its call waiting for the timeout; what
+/// passes is cut to the result cap before the model reads it.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 type Client = RunningService<RoleClient, ()>;
 
@@ -58,6 +64,36 @@ pub struct McpServer {
 enum State {
     Running(Client),
     Down { error: String, retry_at: Instant, backoff: Duration },
+}
+
+/// The names of the agent's built-in tools, which no alias may take.
+const BUILT_IN_TOOLS: [&str; 6] = [
+    <WebSearch as Tool>::NAME,
+    <DateTimeTool as Tool>::NAME,
+    <WeatherTool as Tool>::NAME,
+    <AudioSearch as Tool>::NAME,
+    <TimbreRag as Tool>::NAME,
+    <VoiceList as Tool>::NAME,
+];
+
+/// The registry name of the server's tool `remote`: its alias, unless that is a built-in
+/// tool's name, else `<server>__<remote>`.
+fn registered_name(config: &McpServerConfig, remote: &str) -> String {
+    let prefixed = format!("{}__{remote}", config.name);
+    match config.aliases.get(remote) {
+        Some(alias) if BUILT_IN_TOOLS.contains(&alias.as_str()) => {
+            tracing::warn!(
+                server = %config.name,
+                tool = remote,
+                alias = %alias,
+                name = %prefixed,
+                "the alias is a built-in tool's name: the tool keeps its prefixed name"
+            );
+            prefixed
+        }
+        Some(alias) => alias.clone(),
+        None => prefixed,
+    }
 }
 
 impl McpServer {
@@ -90,7 +126,7 @@ impl McpServer {
         let mut destructive = Vec::new();
         for tool in listed {
             let remote = tool.name.to_string();
-            let name = format!("{}__{remote}", server.name());
+            let name = registered_name(&server.config, &remote);
             let annotations = tool.annotations.clone().unwrap_or_default();
             if annotations.destructive_hint == Some(true)
                 && annotations.read_only_hint != Some(true)
@@ -227,7 +263,9 @@ async fn spawn_stdio(config: &McpServerConfig) -> anyhow::Result<Client> {
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    let client = tokio::time::timeout(config.startup_timeout(), ().serve((stdout, stdin)))
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(stdout, stdin)
+        .with_max_line_length(MAX_MESSAGE_BYTES);
+    let client = tokio::time::timeout(config.startup_timeout(), ().serve(transport))
         .await
         .map_err(|_| anyhow::anyhow!("the MCP handshake timed out"))?
         .map_err(|e| anyhow::anyhow!("the MCP handshake failed: {e}"))?;
@@ -470,5 +508,17 @@ mod tests {
             "hello\n[image image/png, 3 bytes]\n[audio audio/wav, 2 bytes]"
         );
         assert_eq!(render_content(&[], Some(&serde_json::json!({"a": 1}))), "{\"a\":1}");
+    }
+
+    #[test]
+    fn aliases_rename_tools_but_never_take_a_built_in_name() {
+        let config: McpServerConfig = toml::from_str(
+            "name = \"files\"\ncommand = \"x\"\n\
+             aliases = { search = \"find\", clock = \"get_date_time\" }\n",
+        )
+        .unwrap();
+        assert_eq!(registered_name(&config, "search"), "find");
+        assert_eq!(registered_name(&config, "clock"), "files__clock", "a built-in's name");
+        assert_eq!(registered_name(&config, "read"), "files__read");
     }
 }

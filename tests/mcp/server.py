@@ -3,8 +3,9 @@ scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
 
 Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
 (`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`),
-a destructive tool (`wipe`), a slow one (`pause`, for fillers and timeouts) and a process that
-dies mid-call (`crash`). Strings are bounded (`maxLength`) and the argument objects closed
+a destructive tool (`wipe`), a slow one (`pause`, for fillers and timeouts), a process that
+dies mid-call (`crash`) and a 10 MB answer (`huge`). (A tool with a non-object input schema
+cannot be made with the SDK, which refuses to list one: tests/mcp/bad_schema.py is that server.) Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
 can see a restart; `CANCEL_FILE` one line per `pause` call the client cancelled.
@@ -86,6 +87,12 @@ def crash() -> str:
     """Ends the server process at once."""
     sys.stdout.flush()
     os._exit(3)
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+def huge() -> str:
+    """Answers with 10 MB of text."""
+    return "x" * 10_000_000
 
 
 # A random-weight model would go on writing properties an open schema allows: close them, as a
