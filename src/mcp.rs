@@ -37,6 +37,7 @@ use crate::config::mcp::McpConfig;
 
 pub mod client;
 mod clip;
+mod sse;
 pub mod voice;
 
 use voice::VoiceTools;

@@ -247,18 +247,7 @@ fn tools_of_a_streamable_http_server_run_in_agent_turns() {
 /// call grammar (the agent loads with them).
 #[test]
 fn the_reference_server_everything_gives_its_tools_to_the_agent() {
-    let bin = match std::env::var_os("VOXLOOP_MCP_EVERYTHING") {
-        Some(bin) if Path::new(&bin).is_file() => bin,
-        _ if std::env::var("VOXLOOP_REQUIRE_MODELS").as_deref() == Ok("1") => {
-            panic!(
-                "VOXLOOP_MCP_EVERYTHING is not the server's executable (scripts/mcp_everything.sh)"
-            )
-        }
-        _ => {
-            eprintln!("VOXLOOP_MCP_EVERYTHING unset: the reference server test is skipped");
-            return;
-        }
-    };
+    let Some(bin) = everything() else { return };
     let server = serve_everything(Path::new(&bin), "");
     let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
     let entry = &health["mcp_servers"][0];
@@ -287,36 +276,10 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
     // allowed here: all of the server's schemas overflow the tiny model's 2048 positions.
     let server =
         serve_everything(Path::new(&bin), "[agent.policies]\nallow = [\"everything__get-sum\"]\n");
-    let body = json!({ "mode": "text", "tool_choice": "everything__get-sum", "max_steps": 1,
-                       "max_new_tokens": 600 });
-    let id = create_session(server.addr, &body.to_string());
-    let turn = |id: &str| {
-        let events =
-            Sse::post(server.addr, &format!("/v1/sessions/{id}/turns"), r#"{"text": "Add."}"#)
-                .unwrap()
-                .collect();
-        let of = |name: &str| -> Vec<Value> {
-            events.iter().filter(|e| e.event == name).map(|e| json_body(&e.data)).collect()
-        };
-        (of("tool_call"), of("tool_result"))
-    };
+    let id = create_session(server.addr, &sum_session("everything"));
+    let turn = |id: &str| sum_turn(&server, id);
     let (calls, results) = turn(&id);
-    // The step may make several calls; the random model's may be cut off (unnamed) or carry
-    // extra properties the server's open schema allows. One whole call is what counts.
-    let ran = |c: &&Value| results.iter().any(|r| r["id"] == c["id"] && r["ok"] == true);
-    let call = calls
-        .iter()
-        .filter(|c| c["name"] == "everything__get-sum" && c["arguments"]["a"].is_number())
-        .find(ran)
-        .unwrap_or_else(|| panic!("no whole get-sum call that ran: {calls:?} {results:?}"));
-    let (a, b) =
-        (call["arguments"]["a"].as_f64().unwrap(), call["arguments"]["b"].as_f64().unwrap());
-    let result = results.iter().find(|r| r["id"] == call["id"]).unwrap();
-    assert_eq!(result["ok"], true, "{result}");
-    let output = result["output"].as_str().unwrap();
-    let sum_text = output.rsplit(' ').next().unwrap().trim_end_matches('.');
-    let summed: f64 = sum_text.parse().unwrap_or_else(|_| panic!("a sum in {output:?}"));
-    assert!((summed - (a + b)).abs() <= 1e-9 * (a + b).abs().max(1.0), "{a} + {b}: {output}");
+    check_sum(&calls, &results, "everything__get-sum");
     let saved = support::session(server.addr, &id);
     assert!(
         saved["history_entries"].as_u64().unwrap() >= 5,
@@ -340,17 +303,107 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
     assert!(!children(server.child.id()).contains(&child), "the killed process is gone");
 }
 
+/// A text session whose turns must call `{server}__get-sum` (long enough for the call).
+fn sum_session(server: &str) -> String {
+    json!({ "mode": "text", "tool_choice": format!("{server}__get-sum"), "max_steps": 1,
+            "max_new_tokens": 600 })
+    .to_string()
+}
+
+/// One turn of session `id`: its `tool_call`s and `tool_result`s.
+fn sum_turn(server: &Server, id: &str) -> (Vec<Value>, Vec<Value>) {
+    let events = Sse::post(server.addr, &format!("/v1/sessions/{id}/turns"), r#"{"text": "Add."}"#)
+        .unwrap()
+        .collect();
+    let of = |name: &str| -> Vec<Value> {
+        events.iter().filter(|e| e.event == name).map(|e| json_body(&e.data)).collect()
+    };
+    (of("tool_call"), of("tool_result"))
+}
+
+/// Checks that one whole call of `tool` (get-sum) ran and its result is the sum. The step may
+/// make several calls; the random model's may be cut off (unnamed) or carry extra properties
+/// the server's open schema allows.
+fn check_sum(calls: &[Value], results: &[Value], tool: &str) {
+    let ran = |c: &&Value| results.iter().any(|r| r["id"] == c["id"] && r["ok"] == true);
+    let call = calls
+        .iter()
+        .filter(|c| c["name"] == tool && c["arguments"]["a"].is_number())
+        .find(ran)
+        .unwrap_or_else(|| panic!("no whole get-sum call that ran: {calls:?} {results:?}"));
+    let (a, b) =
+        (call["arguments"]["a"].as_f64().unwrap(), call["arguments"]["b"].as_f64().unwrap());
+    let result = results.iter().find(|r| r["id"] == call["id"]).unwrap();
+    let output = result["output"].as_str().unwrap();
+    let sum_text = output.rsplit(' ').next().unwrap().trim_end_matches('.');
+    let summed: f64 = sum_text.parse().unwrap_or_else(|_| panic!("a sum in {output:?}"));
+    assert!((summed - (a + b)).abs() <= 1e-9 * (a + b).abs().max(1.0), "{a} + {b}: {output}");
+}
+
+/// The reference server's executable (`VOXLOOP_MCP_EVERYTHING`), or `None`: the caller is
+/// skipped, except under `VOXLOOP_REQUIRE_MODELS=1`.
+fn everything() -> Option<std::path::PathBuf> {
+    let bin = std::env::var_os("VOXLOOP_MCP_EVERYTHING").map(std::path::PathBuf::from);
+    let found = bin.as_ref().is_some_and(|b| b.is_file());
+    support::present(found, "VOXLOOP_MCP_EVERYTHING (scripts/mcp_everything.sh)")
+        .then(|| bin.unwrap())
+}
+
+/// The reference server's SSE transport (`mcp-server-everything sse`, the older HTTP+SSE
+/// protocol) reached by URL: voxloop's streamable-HTTP attempt is refused, it falls back to
+/// SSE, and a turn's call runs there.
+#[test]
+fn a_server_that_speaks_only_http_sse_gives_its_tools_to_the_agent() {
+    let Some(bin) = everything() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sse = std::process::Command::new(&bin)
+        .arg("sse")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(listening, "the SSE server did not listen on {port}");
+    let server = serve_mcp(
+        &format!("url = \"http://127.0.0.1:{port}/sse\"\n"),
+        "[agent.policies]\nallow = [\"old__get-sum\"]\n",
+        "old",
+    );
+    let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
+    assert_eq!(health["mcp_servers"][0]["state"], "running", "{health}");
+    assert!(health["mcp_servers"][0]["tools"].as_u64().unwrap() >= 10, "{health}");
+    let id = create_session(server.addr, &sum_session("old"));
+    let (calls, results) = sum_turn(&server, &id);
+    check_sum(&calls, &results, "old__get-sum");
+    drop(server);
+    sse.kill().ok();
+    sse.wait().ok();
+}
+
 /// The service on the tiny model with the reference server (stdio) as `everything`, and
 /// `extra` config.
 fn serve_everything(bin: &Path, extra: &str) -> Server {
+    serve_mcp(
+        &format!("command = {:?}\nargs = [\"stdio\"]\n", bin.display().to_string()),
+        extra,
+        "everything",
+    )
+}
+
+/// The service on the tiny model with one MCP server `name` (its table's `how` lines), and
+/// `extra` config.
+fn serve_mcp(how: &str, extra: &str, name: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("voxloop.toml");
     let toml = format!(
         "[paths]\ndata_dir = {:?}\n[tools.web_search]\nenabled = false\n\
          [tools.weather]\nenabled = false\n{extra}\
-         [[mcp.servers]]\nname = \"everything\"\ncommand = {:?}\nargs = [\"stdio\"]\n",
+         [[mcp.servers]]\nname = {name:?}\n{how}",
         dir.path().join("data").display().to_string(),
-        bin.display().to_string(),
     );
     std::fs::write(&config, toml).unwrap();
     let (child, addr) = support::start_server(support::serve_command(&config, true));

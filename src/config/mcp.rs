@@ -74,11 +74,25 @@ pub struct McpServerConfig {
     /// How long starting it (the handshake and the tool list) may take, in ms.
     #[serde(default = "default_startup_ms")]
     pub startup_timeout_ms: u64,
+    /// With `url`: `streamable-http` or `sse` (the older HTTP+SSE transport); unset: streamable
+    /// HTTP, and SSE when the server refuses it.
+    #[serde(default)]
+    pub transport: Option<HttpTransport>,
     /// Names to register its tools under instead of `<name>__<tool>`, by the server's tool
     /// name (`aliases = { search_issues = "issues" }`). An alias that is a built-in tool's
     /// name is not taken: that tool keeps its `<name>__<tool>` name (with a warning).
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+}
+
+/// The HTTP transports of an MCP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpTransport {
+    /// Streamable HTTP (protocol revisions from 2025-03-26).
+    StreamableHttp,
+    /// HTTP+SSE (revision 2024-11-05).
+    Sse,
 }
 
 fn default_startup_ms() -> u64 {
@@ -203,6 +217,7 @@ mod tests {
             headers: BTreeMap::new(),
             bearer_token_env: None,
             startup_timeout_ms: 1000,
+            transport: None,
             aliases: BTreeMap::new(),
         };
         let with = |servers| McpConfig { servers, ..McpConfig::default() };

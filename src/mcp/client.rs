@@ -41,7 +41,7 @@ use voxloop_core::tool::{
 };
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
 
-use crate::config::mcp::McpServerConfig;
+use crate::config::mcp::{HttpTransport, McpServerConfig};
 
 /// The longest wait between two restarts of a failing server.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -221,22 +221,65 @@ async fn spawn(config: &McpServerConfig) -> anyhow::Result<Client> {
     }
 }
 
-/// The MCP handshake with a streamable-HTTP server.
+/// The MCP handshake with an HTTP server: streamable HTTP, else (for a server that refuses
+/// it, or `transport = "sse"`) the older HTTP+SSE transport ([`super::sse`]).
 async fn connect_http(config: &McpServerConfig, url: &str) -> anyhow::Result<Client> {
-    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-    use rmcp::transport::StreamableHttpClientTransport;
-    let mut transport = StreamableHttpClientTransportConfig::with_uri(url);
+    let mut headers = axum::http::HeaderMap::new();
     for (name, value) in &config.headers {
         let name = axum::http::HeaderName::from_bytes(name.as_bytes())?;
         let value = axum::http::HeaderValue::from_str(value)
             .map_err(|e| anyhow::anyhow!("header {name}: {e}"))?;
-        transport.custom_headers.insert(name, value);
+        headers.insert(name, value);
     }
-    if let Some(var) = &config.bearer_token_env {
-        let token = std::env::var(var)
-            .map_err(|_| anyhow::anyhow!("bearer_token_env names {var}, which is not set"))?;
-        transport.auth_header = Some(token);
+    let token = match &config.bearer_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .map_err(|_| anyhow::anyhow!("bearer_token_env names {var}, which is not set"))?,
+        ),
+        None => None,
+    };
+    let streamable = match config.transport {
+        Some(HttpTransport::Sse) => None,
+        _ => Some(connect_streamable(config, url, headers.clone(), token.clone()).await),
+    };
+    match streamable {
+        Some(Ok(client)) => Ok(client),
+        Some(Err(e)) if config.transport == Some(HttpTransport::StreamableHttp) => Err(e),
+        tried => {
+            if let Some(Err(e)) = tried {
+                tracing::info!(server = %config.name, error = %e, "no streamable HTTP: trying HTTP+SSE");
+            }
+            if let Some(token) = &token {
+                let value = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+                headers.insert(axum::http::header::AUTHORIZATION, value);
+            }
+            let (outgoing, incoming) =
+                super::sse::connect(url, headers, config.startup_timeout()).await?;
+            let client =
+                tokio::time::timeout(config.startup_timeout(), ().serve((outgoing, incoming)))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the MCP handshake with {url} (SSE) timed out"))?
+                    .map_err(|e| {
+                        anyhow::anyhow!("the MCP handshake with {url} (SSE) failed: {e}")
+                    })?;
+            Ok(client)
+        }
     }
+}
+
+async fn connect_streamable(
+    config: &McpServerConfig,
+    url: &str,
+    headers: axum::http::HeaderMap,
+    token: Option<String>,
+) -> anyhow::Result<Client> {
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    use rmcp::transport::StreamableHttpClientTransport;
+    let mut transport = StreamableHttpClientTransportConfig::with_uri(url);
+    for (name, value) in &headers {
+        transport.custom_headers.insert(name.clone(), value.clone());
+    }
+    transport.auth_header = token;
     let transport = StreamableHttpClientTransport::from_config(transport);
     let client = tokio::time::timeout(config.startup_timeout(), ().serve(transport))
         .await

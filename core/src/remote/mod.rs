@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
-pub use sse::ChunkStream;
+pub use sse::{ChunkStream, EventStream, SseEvent};
 
 /// Where the remote model is and how to talk to it.
 #[derive(Debug, Clone, PartialEq)]
