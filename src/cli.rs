@@ -3,4 +3,5 @@
 pub mod eval;
 pub mod generate;
 pub mod index;
+pub mod pull;
 pub mod voice;

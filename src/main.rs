@@ -56,6 +56,12 @@ enum Command {
     /// Evaluate the agent: `eval toolcall DIR` scores tool calling on a benchmark in the
     /// StepEval-Audio-Toolcall layout (or on recorded --predictions).
     Eval(cli::eval::EvalArgs),
+    /// Manage checkpoints: `model pull [REPO]` downloads one from the Hugging Face hub
+    /// (HF_ENDPOINT, HF_TOKEN, --offline), resumably, checking sha256.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Render speech tokens to a 24 kHz WAV with token2wav (debugging).
     Speak {
         /// Speech tokens: ids or `<audio_N>` tokens, separated by spaces, commas or newlines.
@@ -74,6 +80,12 @@ enum Command {
         #[arg(long)]
         stream: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Download a checkpoint (default stepfun-ai/Step-Audio-2-mini) into models/<name>.
+    Pull(cli::pull::PullArgs),
 }
 
 /// Exit code for configuration errors, as for usage errors.
@@ -102,6 +114,7 @@ fn main() -> ExitCode {
         Command::Search(args) => cli::index::run_search(&config, args),
         Command::Voice(args) => cli::voice::run(&config, args),
         Command::Eval(args) => cli::eval::run(&config, args),
+        Command::Model { command: ModelCommand::Pull(args) } => cli::pull::run(args),
         Command::Speak { tokens, voice, output, token2wav, stream } => {
             let request = voxloop_voices::speak::SpeakRequest {
                 tokens,
