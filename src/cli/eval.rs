@@ -21,16 +21,14 @@ use serde_json::{json, Value};
 use voxloop_core::agent::{Agent, AgentConfig, AgentEvent, ClientTools, TurnEndReason};
 use voxloop_core::audio::{prepare_audio, AudioLimits};
 use voxloop_core::protocol::{parse_turn_text, ToolChoice};
-use voxloop_core::remote::RemoteModel;
 use voxloop_core::session::{
     AssistantTurn, HumanPart, Session, SessionSettings, ToolResultTurn, Turn,
 };
-use voxloop_core::tokenizer::StepTokenizer;
 use voxloop_core::tool::{ToolCall, ToolRegistry};
 use voxloop_tools::{DateTimeTool, TimbreRag, WeatherTool, WebSearch};
 use voxloop_voices::{VoiceLibrary, VoiceSwapper};
 
-use crate::config::{Config, ModelBackend, DEFAULT_VOICE_NAME};
+use crate::config::Config;
 use crate::eval::dataset::{self, Case, Entry};
 use crate::eval::judge::Judge;
 use crate::eval::score::{score_case, summarise, table, CaseScore};
@@ -275,15 +273,8 @@ impl Runner {
             fixed_now: config.fixed_now().map_err(anyhow::Error::msg)?,
             ..AgentConfig::default()
         };
-        let agent = if config.model.backend == ModelBackend::Openai {
-            let voice = config.voice.name.as_deref().unwrap_or(DEFAULT_VOICE_NAME);
-            let model = RemoteModel::new(config.model.remote(voice, |k| std::env::var(k).ok()))?;
-            let tokenizer = StepTokenizer::from_file(dir.join("tokenizer.json"))?;
-            Agent::over_remote(model, Arc::new(tokenizer), ToolRegistry::new(), agent_config)?
-        } else {
-            Agent::load(&dir, config.model.device, ToolRegistry::new(), agent_config)
-                .with_context(|| format!("loading the speech LLM from {}", dir.display()))?
-        };
+        let agent =
+            crate::runtime::setup::load_agent(config, &dir, ToolRegistry::new(), agent_config)?;
         let declared = benchmark_tools()?.definitions();
         let tools = Arc::new(agent.client_tools(declared, true)?);
         let mut settings = SessionSettings { speech: false, max_steps: 1, ..Default::default() };

@@ -238,19 +238,7 @@ pub fn load(
         model_name: config.model.model.clone(),
         ..AgentConfig::default().summarise_results_of(WebSearch::NAME)
     };
-    let agent = if remote {
-        let voice = config.voice.name.as_deref().unwrap_or(DEFAULT_VOICE_NAME);
-        let settings = config.model.remote(voice, |name| std::env::var(name).ok());
-        tracing::info!(url = %settings.url, model = %settings.model, "generation runs on a remote server");
-        let model = RemoteModel::new(settings).context("[model] url")?;
-        let tokenizer = StepTokenizer::from_file(model_dir.join("tokenizer.json"))
-            .with_context(|| format!("[model] dir {}: tokenizer.json", model_dir.display()))?;
-        Agent::over_remote(model, Arc::new(tokenizer), tools, agent_config)?
-    } else {
-        Agent::load(&model_dir, config.model.device, tools, agent_config).with_context(|| {
-            format!("loading the speech LLM from [model] dir {}", model_dir.display())
-        })?
-    };
+    let agent = load_agent(config, &model_dir, tools, agent_config)?;
     tracing::info!(
         model = %model_dir.display(),
         tools = ?agent.tools().names().collect::<Vec<_>>(),
@@ -270,6 +258,27 @@ pub fn load(
         approvals,
         store,
     }))
+}
+
+/// The agent over the checkpoint in `dir`: loaded here, or with `[model] backend = "openai"`
+/// over the configured server (then only `dir/tokenizer.json` is read).
+pub fn load_agent(
+    config: &Config,
+    dir: &std::path::Path,
+    tools: ToolRegistry,
+    agent_config: AgentConfig,
+) -> anyhow::Result<Agent> {
+    if config.model.backend != ModelBackend::Openai {
+        return Agent::load(dir, config.model.device, tools, agent_config)
+            .with_context(|| format!("loading the speech LLM from {}", dir.display()));
+    }
+    let voice = config.voice.name.as_deref().unwrap_or(DEFAULT_VOICE_NAME);
+    let settings = config.model.remote(voice, |name| std::env::var(name).ok());
+    tracing::info!(url = %settings.url, model = %settings.model, "generation runs on a remote server");
+    let model = RemoteModel::new(settings).context("[model] url")?;
+    let tokenizer = StepTokenizer::from_file(dir.join("tokenizer.json"))
+        .with_context(|| format!("{}: tokenizer.json", dir.display()))?;
+    Ok(Agent::over_remote(model, Arc::new(tokenizer), tools, agent_config)?)
 }
 
 /// The `[agent]` table as session settings.

@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::RemoteConfig;
 use crate::audio::{wav_file, AudioChunk, SAMPLE_RATE};
@@ -136,10 +136,7 @@ fn user_message(index: usize, parts: &[HumanPart]) -> Result<Value> {
             }
         }
     }
-    let mut message = Map::new();
-    message.insert("role".into(), json!("user"));
-    message.insert("content".into(), Value::Array(content));
-    Ok(Value::Object(message))
+    Ok(json!({ "role": "user", "content": content }))
 }
 
 /// The chunk's samples as a 16 kHz mono 16-bit WAV file.
