@@ -376,9 +376,16 @@ fn a_server_that_speaks_only_http_sse_gives_its_tools_to_the_agent() {
     let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
     assert_eq!(health["mcp_servers"][0]["state"], "running", "{health}");
     assert!(health["mcp_servers"][0]["tools"].as_u64().unwrap() >= 10, "{health}");
-    let id = create_session(server.addr, &sum_session("old"));
-    let (calls, results) = sum_turn(&server, &id);
-    check_sum(&calls, &results, "old__get-sum");
+    // The random model's only call may come out malformed (the transport is what is tested
+    // here): a few sessions are tried for one whose call ran.
+    let ran = |(calls, results): &(Vec<Value>, Vec<Value>)| {
+        calls.iter().any(|c| results.iter().any(|r| r["id"] == c["id"] && r["ok"] == true))
+    };
+    let attempts: Vec<_> = (0..3)
+        .map(|_| sum_turn(&server, &create_session(server.addr, &sum_session("old"))))
+        .collect();
+    let (calls, results) = attempts.iter().find(|a| ran(a)).unwrap_or(&attempts[0]);
+    check_sum(calls, results, "old__get-sum");
     drop(server);
     sse.kill().ok();
     sse.wait().ok();
