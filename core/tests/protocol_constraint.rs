@@ -90,8 +90,16 @@ fn grammar() -> &'static ToolCallGrammar {
 /// Checks one call body: it parses, is in the canonical layout, names a declared tool (`only`
 /// if given) and its arguments validate against that tool's schema.
 fn check_call(body: &str, only: Option<&str>) -> ParsedToolCall {
+    check_call_among(&tools(), body, only)
+}
+
+/// `check_call` against other declarations.
+fn check_call_among(
+    definitions: &[ToolDefinition],
+    body: &str,
+    only: Option<&str>,
+) -> ParsedToolCall {
     let call = parse_tool_call(body).unwrap_or_else(|e| panic!("{body:?}: {e}"));
-    let definitions = tools();
     let definition = definitions
         .iter()
         .find(|t| t.name == call.name)
@@ -309,6 +317,59 @@ fn protocol_constraint_required_forces_schema_valid_calls() {
     assert_eq!(names.len(), 4, "every tool gets called over the runs: {names:?}");
     assert!(calls.iter().any(|c| c.arguments.contains_key("label")), "an optional field");
     report("required", &turns);
+}
+
+/// Unbounded `"type": "number"` arguments and open extra properties (server-everything's
+/// `get-sum`, zod's draft-07 output) must come out as numbers an `f64` holds, however the
+/// model writes them.
+#[test]
+fn protocol_constraint_unbounded_numbers_parse() {
+    let number = |description: &str| json!({"type": "number", "description": description});
+    let definitions = vec![tool(
+        "get_sum",
+        "Adds two numbers.",
+        json!({"type": "object", "properties": {"a": number("First number"),
+                                                "b": number("Second number")},
+               "required": ["a", "b"], "$schema": "http://json-schema.org/draft-07/schema#"}),
+    )];
+    let grammar = ToolCallGrammar::new(tokenizer(), &definitions).unwrap();
+    let choice = ToolChoice::Named("get_sum".to_owned());
+    let admits = |arguments: &str| {
+        let s = special();
+        let body = format!("function\nget_sum\n{arguments}");
+        let mut ids = vec![s.tool_call_start];
+        ids.extend(tokenizer().encode_untrusted(&body).unwrap());
+        ids.push(s.tool_call_end);
+        let mut constraint = grammar.constraint(choice.clone()).unwrap();
+        ids.into_iter().all(|id| constraint.observe(id).is_ok())
+    };
+    assert!(admits(r#"{"a": 1, "b": 2.5}"#));
+    assert!(admits(r#"{"a": -3, "b": 0, "c": [true, "x", 4]}"#), "extra properties stay allowed");
+    for unparseable in [
+        r#"{"a": 1e999, "b": 2}"#,
+        r#"{"a": 1, "b": 2, "c": 1e999}"#,
+        r#"{"a": 1, "b": 2, "c": [1E400]}"#,
+        r#"{"a": 1, "b": 2, "c": {"d": -2e308}}"#,
+    ] {
+        assert!(!admits(unparseable), "{unparseable}");
+        assert!(serde_json::from_str::<Value>(unparseable).is_err(), "no f64 holds it");
+    }
+    let mut longest = String::new();
+    for seed in 0..150 {
+        let mut constraint = grammar.constraint(choice.clone()).unwrap().with_single_call();
+        let turn = drive(&mut constraint, 5000 + seed, 400, |_| {});
+        for body in split_calls(&turn.ids).into_iter().flatten() {
+            let call = check_call_among(&definitions, &body, Some("get_sum"));
+            for key in ["a", "b"] {
+                let value = call.arguments[key].as_f64();
+                assert!(value.is_some_and(f64::is_finite), "seed {seed}: {body:?}");
+            }
+            if body.len() > longest.len() {
+                longest = body;
+            }
+        }
+    }
+    eprintln!("longest get_sum call: {longest:?}");
 }
 
 #[test]

@@ -69,7 +69,7 @@ mod context;
 mod dyn_tool;
 mod error;
 mod registry;
-mod schema;
+pub(crate) mod schema;
 mod service;
 mod truncate;
 

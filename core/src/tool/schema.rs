@@ -142,18 +142,28 @@ fn clean(schema: &mut Value, in_all_of: bool) {
     if map.contains_key("properties") && !map.contains_key("additionalProperties") && !in_all_of {
         map.insert("additionalProperties".to_owned(), Value::Bool(false));
     }
+    for_each_subschema_mut(map, clean);
+}
+
+/// Calls `f` on every subschema directly under the schema `map`, with whether it is an
+/// `allOf` member (an `items` array, draft 7's tuple form, counts as a list of subschemas).
+pub(crate) fn for_each_subschema_mut(
+    map: &mut Map<String, Value>,
+    mut f: impl FnMut(&mut Value, bool),
+) {
     for (key, value) in map.iter_mut() {
         let key = key.as_str();
-        if SUBSCHEMA_KEYS.contains(&key) {
-            clean(value, false);
-        } else if SUBSCHEMA_MAP_KEYS.contains(&key) {
-            if let Value::Object(children) = value {
-                children.values_mut().for_each(|child| clean(child, false));
-            }
-        } else if SUBSCHEMA_LIST_KEYS.contains(&key) {
+        let list = SUBSCHEMA_LIST_KEYS.contains(&key) || (key == "items" && value.is_array());
+        if list {
             if let Value::Array(children) = value {
                 let all_of = key == "allOf";
-                children.iter_mut().for_each(|child| clean(child, all_of));
+                children.iter_mut().for_each(|child| f(child, all_of));
+            }
+        } else if SUBSCHEMA_KEYS.contains(&key) {
+            f(value, false);
+        } else if SUBSCHEMA_MAP_KEYS.contains(&key) {
+            if let Value::Object(children) = value {
+                children.values_mut().for_each(|child| f(child, false));
             }
         }
     }
