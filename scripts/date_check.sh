@@ -17,7 +17,8 @@ DATES=("2026-12-03 08:00:00" "2027-06-01 12:00:00" "2029-02-28 23:30:00")
 THREADS=(1 2)
 # Test targets that run agent turns (core) or the service with a model (root package), and the
 # examples that run agent turns (they end in assertions), as `make examples` built them.
-TARGETS=(agent_cancel agent_loop agent_prefix agent_session agent_spans agent_tools generate_loop
+TARGETS=(agent_cancel agent_loop agent_prefix agent_session agent_spans agent_tools agent_tool_changes
+  generate_loop
   agent_api agent_approval agent_sessions chat_completions mcp_client realtime generate_cli telemetry
   cli)
 EXAMPLES=(custom_tool fact_lookup_agent)

@@ -156,10 +156,11 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let index = cli::index::open_existing(&config)?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Runtime::new()?;
     // The MCP servers' processes and clients live on the runtime that serves.
-    let mcp_clients = runtime.block_on(mcp::client::start_all(&config.mcp.servers));
+    let mcp_clients =
+        std::sync::Arc::new(runtime.block_on(mcp::client::start_all(&config.mcp.servers)));
     let mut config = config;
     mcp_clients.require_approvals(&mut config.agent.policies);
-    let external = &mcp_clients.tools;
+    let external = &mcp_clients.tools();
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
     // this thread and never on the executor; a bad [agent], [voice] or [tools] table, or a
     // checkpoint that does not load, stops the start.
@@ -179,6 +180,10 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             .tool_json_schemas()?,
     };
     runtime.block_on(async {
+        if let Some(agent) = &agent {
+            // A server's `notifications/tools/list_changed` rebuilds the agent's tools.
+            mcp::refresh::spawn(std::sync::Arc::clone(&mcp_clients), std::sync::Arc::clone(agent));
+        }
         let listener = http::server::bind(config.server.addr).await?;
         tracing::info!(
             addr = %listener.local_addr()?,

@@ -37,6 +37,7 @@ use crate::config::mcp::McpConfig;
 
 pub mod client;
 mod clip;
+pub mod refresh;
 mod sse;
 pub mod voice;
 

@@ -101,14 +101,15 @@ fn health(config: &Config, parts: &Parts) -> Health {
 pub struct Parts {
     /// The audio index, when one exists.
     pub index: Option<Arc<AudioIndex>>,
-    /// The JSON schemas of the tools the model is told of (`/v1/tools`).
+    /// The JSON schemas of the tools the model would be told of (`/v1/tools` without an
+    /// agent; with one, its tools of the moment).
     pub tool_schemas: String,
     /// The loaded agent (`None` without a model).
     pub agent: Option<Arc<AgentRuntime>>,
     /// `/mcp`, when it is on (see `crate::mcp`).
     pub mcp: Option<Router>,
     /// The MCP servers the agent's tools come from.
-    pub mcp_clients: McpClients,
+    pub mcp_clients: Arc<McpClients>,
 }
 
 /// The router of the service: `/healthz`, `/v1/tools` (the JSON schemas of the tools the
@@ -122,6 +123,7 @@ pub fn router(config: &Config, parts: Parts) -> Router {
     let index = parts.index.clone();
     let agent = parts.agent.clone();
     let tool_schemas = parts.tool_schemas.clone();
+    let agent_tools = parts.agent.clone();
     let mcp = parts.mcp.clone();
     let parts = Arc::new(parts);
     Router::new()
@@ -129,7 +131,17 @@ pub fn router(config: &Config, parts: Parts) -> Router {
         .route(
             "/v1/tools",
             get(move || async move {
-                ([(axum::http::header::CONTENT_TYPE, "application/json")], tool_schemas)
+                // The agent's tools change with its MCP servers' lists (`crate::mcp::refresh`).
+                let live = agent_tools.as_ref().map(|rt| rt.agent.tools().tool_json_schemas());
+                let json = match live {
+                    Some(Ok(json)) => json,
+                    Some(Err(e)) => {
+                        let status = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return Err((status, e.to_string()));
+                    }
+                    None => tool_schemas,
+                };
+                Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json))
             }),
         )
         .route("/v1/audio/search", get(audio::search))

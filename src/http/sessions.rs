@@ -157,7 +157,7 @@ fn settings_for(rt: &AgentRuntime, req: CreateSession) -> Result<SessionSettings
         s.speech = mode == AnswerMode::Speech;
     }
     if let Some(choice) = &req.tool_choice {
-        s.tool_choice = parse_tool_choice(choice, rt.agent.tools())?;
+        s.tool_choice = parse_tool_choice(choice, &rt.agent.tools())?;
     }
     if let Some(steps) = req.max_steps {
         if steps == 0 {
@@ -244,7 +244,7 @@ async fn post_turn(
     let choice = req
         .tool_choice
         .as_deref()
-        .map(|c| parse_tool_choice(c, rt.agent.tools()))
+        .map(|c| parse_tool_choice(c, &rt.agent.tools()))
         .transpose()
         .map_err(ApiError::bad_request)?;
     // Found only once the request is well formed: a bad request loads nothing from disk.

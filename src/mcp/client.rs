@@ -15,6 +15,9 @@
 //! abandoned by its caller (a timeout policy, a cancelled turn) is cancelled on the server:
 //! dropping an rmcp request sends `notifications/cancelled`.
 //!
+//! A server's `notifications/tools/list_changed` (and its restart) makes [`super::refresh`]
+//! list its tools again and rebuild the agent's registry.
+//!
 //! Each call runs in a `tools/call {tool}` client span (the OpenTelemetry MCP conventions:
 //! `mcp.method.name`, `gen_ai.tool.name`, and the server's name) under the registry's
 //! `execute_tool` span, and carries its W3C `traceparent` in `params._meta`, so a traced server
@@ -33,6 +36,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use rmcp::model::{CallToolRequestParams, ContentBlock, RequestMetaObject, ResourceContents};
 use rmcp::service::{Peer, RoleClient, RunningService, ServiceExt};
 use serde_json::Value;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -51,14 +55,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// passes is cut to the result cap before the model reads it.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-type Client = RunningService<RoleClient, ()>;
+type Client = RunningService<RoleClient, Listener>;
 
-/// One configured server: its process (when running) and its restart schedule.
+/// One configured server: its process (when running), its restart schedule, and the tools it
+/// listed last.
 pub struct McpServer {
     config: McpServerConfig,
     state: Mutex<State>,
     /// The last error while it is down (`None`: running), for `/healthz`.
     down_since: std::sync::Mutex<Option<String>>,
+    listed: std::sync::Mutex<Listed>,
+    /// Hears its `notifications/tools/list_changed` (see [`super::refresh`]).
+    listener: Listener,
+}
+
+/// A server's tools as registry entries, and the names of those that say they may destroy
+/// something (`destructiveHint: true`, not read-only).
+#[derive(Default, Clone)]
+struct Listed {
+    tools: Vec<Arc<dyn DynTool>>,
+    destructive: Vec<String>,
 }
 
 enum State {
@@ -107,12 +123,9 @@ impl McpServer {
         *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
     }
 
-    /// Starts the server and lists its tools, as registry entries, with the names of those
-    /// that say they may destroy something (`destructiveHint: true`, not read-only).
-    async fn start(
-        config: McpServerConfig,
-    ) -> anyhow::Result<(Arc<McpServer>, Vec<Arc<dyn DynTool>>, Vec<String>)> {
-        let client = spawn(&config).await?;
+    /// Starts the server and lists its tools; `listener` hears its tool-list changes.
+    async fn start(config: McpServerConfig, listener: Listener) -> anyhow::Result<Arc<McpServer>> {
+        let client = spawn(&config, &listener).await?;
         let listed = tokio::time::timeout(config.startup_timeout(), client.list_all_tools())
             .await
             .map_err(|_| anyhow::anyhow!("listing its tools timed out"))?
@@ -121,25 +134,43 @@ impl McpServer {
             config,
             state: Mutex::new(State::Running(client)),
             down_since: std::sync::Mutex::new(None),
+            listed: std::sync::Mutex::new(Listed::default()),
+            listener,
         });
-        let mut tools: Vec<Arc<dyn DynTool>> = Vec::new();
-        let mut destructive = Vec::new();
+        server.keep(listed);
+        Ok(server)
+    }
+
+    /// Lists the server's tools again (after it said they changed, or it was restarted).
+    pub(super) async fn relist(self: &Arc<Self>) -> anyhow::Result<()> {
+        let peer = self.peer().await.map_err(|e| anyhow::anyhow!("{}", e.model_message))?;
+        let listed = tokio::time::timeout(self.config.startup_timeout(), peer.list_all_tools())
+            .await
+            .map_err(|_| anyhow::anyhow!("listing its tools timed out"))?
+            .map_err(|e| anyhow::anyhow!("listing its tools failed: {e}"))?;
+        self.keep(listed);
+        Ok(())
+    }
+
+    /// Makes registry entries of the listed tools and keeps them.
+    fn keep(self: &Arc<Self>, listed: Vec<rmcp::model::Tool>) {
+        let mut kept = Listed::default();
         for tool in listed {
             let remote = tool.name.to_string();
-            let name = registered_name(&server.config, &remote);
+            let name = registered_name(&self.config, &remote);
             let annotations = tool.annotations.clone().unwrap_or_default();
             if annotations.destructive_hint == Some(true)
                 && annotations.read_only_hint != Some(true)
             {
-                destructive.push(name.clone());
+                kept.destructive.push(name.clone());
             }
             let definition = ToolDefinition {
                 name: name.clone(),
                 description: tool.description.as_deref().unwrap_or_default().to_owned(),
                 parameters: Value::Object((*tool.input_schema).clone()),
             };
-            tools.push(Arc::new(McpTool {
-                server: Arc::clone(&server),
+            kept.tools.push(Arc::new(McpTool {
+                server: Arc::clone(self),
                 remote,
                 definition,
                 // A retry is safe only for a call the server says changes nothing twice.
@@ -147,7 +178,11 @@ impl McpServer {
                     || annotations.read_only_hint == Some(true),
             }));
         }
-        Ok((server, tools, destructive))
+        *self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = kept;
+    }
+
+    fn listed(&self) -> Listed {
+        self.listed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A handle on the running client, started again first if the process died and its
@@ -171,10 +206,12 @@ impl McpServer {
                 return Err(down(self.name(), &error, Some(wait)));
             }
             tracing::info!(server = self.name(), "starting the MCP server again");
-            match spawn(&self.config).await {
+            match spawn(&self.config, &self.listener).await {
                 Ok(client) => {
                     *state = State::Running(client);
                     self.note(None);
+                    // A restarted server may list other tools.
+                    self.listener.changed();
                 }
                 Err(e) => {
                     let error = format!("{e:#}");
@@ -214,16 +251,20 @@ fn down(server: &str, error: &str, retry_in: Option<Duration>) -> ToolError {
 }
 
 /// Starts the server (or connects to it) and runs the MCP handshake.
-async fn spawn(config: &McpServerConfig) -> anyhow::Result<Client> {
+async fn spawn(config: &McpServerConfig, listener: &Listener) -> anyhow::Result<Client> {
     match &config.url {
-        Some(url) => connect_http(config, url).await,
-        None => spawn_stdio(config).await,
+        Some(url) => connect_http(config, url, listener).await,
+        None => spawn_stdio(config, listener).await,
     }
 }
 
 /// The MCP handshake with an HTTP server: streamable HTTP, else (for a server that refuses
 /// it, or `transport = "sse"`) the older HTTP+SSE transport ([`super::sse`]).
-async fn connect_http(config: &McpServerConfig, url: &str) -> anyhow::Result<Client> {
+async fn connect_http(
+    config: &McpServerConfig,
+    url: &str,
+    listener: &Listener,
+) -> anyhow::Result<Client> {
     let mut headers = axum::http::HeaderMap::new();
     for (name, value) in &config.headers {
         let name = axum::http::HeaderName::from_bytes(name.as_bytes())?;
@@ -240,7 +281,7 @@ async fn connect_http(config: &McpServerConfig, url: &str) -> anyhow::Result<Cli
     };
     let streamable = match config.transport {
         Some(HttpTransport::Sse) => None,
-        _ => Some(connect_streamable(config, url, headers.clone(), token.clone()).await),
+        _ => Some(connect_streamable(config, url, headers.clone(), token.clone(), listener).await),
     };
     match streamable {
         Some(Ok(client)) => Ok(client),
@@ -255,13 +296,13 @@ async fn connect_http(config: &McpServerConfig, url: &str) -> anyhow::Result<Cli
             }
             let (outgoing, incoming) =
                 super::sse::connect(url, headers, config.startup_timeout()).await?;
-            let client =
-                tokio::time::timeout(config.startup_timeout(), ().serve((outgoing, incoming)))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the MCP handshake with {url} (SSE) timed out"))?
-                    .map_err(|e| {
-                        anyhow::anyhow!("the MCP handshake with {url} (SSE) failed: {e}")
-                    })?;
+            let client = tokio::time::timeout(
+                config.startup_timeout(),
+                listener.clone().serve((outgoing, incoming)),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("the MCP handshake with {url} (SSE) timed out"))?
+            .map_err(|e| anyhow::anyhow!("the MCP handshake with {url} (SSE) failed: {e}"))?;
             Ok(client)
         }
     }
@@ -272,6 +313,7 @@ async fn connect_streamable(
     url: &str,
     headers: axum::http::HeaderMap,
     token: Option<String>,
+    listener: &Listener,
 ) -> anyhow::Result<Client> {
     use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
     use rmcp::transport::StreamableHttpClientTransport;
@@ -281,7 +323,7 @@ async fn connect_streamable(
     }
     transport.auth_header = token;
     let transport = StreamableHttpClientTransport::from_config(transport);
-    let client = tokio::time::timeout(config.startup_timeout(), ().serve(transport))
+    let client = tokio::time::timeout(config.startup_timeout(), listener.clone().serve(transport))
         .await
         .map_err(|_| anyhow::anyhow!("the MCP handshake with {url} timed out"))?
         .map_err(|e| anyhow::anyhow!("the MCP handshake with {url} failed: {e}"))?;
@@ -289,7 +331,7 @@ async fn connect_streamable(
 }
 
 /// Starts the process and runs the MCP handshake on its stdio.
-async fn spawn_stdio(config: &McpServerConfig) -> anyhow::Result<Client> {
+async fn spawn_stdio(config: &McpServerConfig, listener: &Listener) -> anyhow::Result<Client> {
     let command = config.command.as_deref().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(command);
     cmd.args(&config.args)
@@ -308,7 +350,7 @@ async fn spawn_stdio(config: &McpServerConfig) -> anyhow::Result<Client> {
     });
     let transport = rmcp::transport::async_rw::AsyncRwTransport::new_client(stdout, stdin)
         .with_max_line_length(MAX_MESSAGE_BYTES);
-    let client = tokio::time::timeout(config.startup_timeout(), ().serve(transport))
+    let client = tokio::time::timeout(config.startup_timeout(), listener.clone().serve(transport))
         .await
         .map_err(|_| anyhow::anyhow!("the MCP handshake timed out"))?
         .map_err(|e| anyhow::anyhow!("the MCP handshake failed: {e}"))?;
@@ -469,34 +511,49 @@ pub struct McpServerHealth {
 /// The configured servers and their tools.
 #[derive(Default)]
 pub struct McpClients {
-    /// Their tools, for the registry.
-    pub tools: Vec<Arc<dyn DynTool>>,
-    /// Those that declare `destructiveHint: true`.
-    destructive: Vec<String>,
-    started: Vec<(Arc<McpServer>, usize)>,
+    started: Vec<Arc<McpServer>>,
     failed: Vec<(String, String)>,
+    /// The names of the servers whose tools changed, for [`super::refresh`].
+    changes: std::sync::Mutex<Option<UnboundedReceiver<String>>>,
 }
 
 impl McpClients {
+    /// Their tools, for the registry, as the servers listed them last.
+    pub fn tools(&self) -> Vec<Arc<dyn DynTool>> {
+        self.started.iter().flat_map(|server| server.listed().tools).collect()
+    }
+
     /// Makes the calls of destructive tools wait for a person's approval, unless
     /// `[agent.policies.tools.NAME] approval` says otherwise.
     pub fn require_approvals(&self, policies: &mut voxloop_policies::PolicyConfig) {
-        for name in &self.destructive {
-            let policy = policies.tools.entry(name.clone()).or_default();
-            if policy.approval.is_none() {
-                policy.approval = Some(true);
+        for server in &self.started {
+            for name in server.listed().destructive {
+                let policy = policies.tools.entry(name).or_default();
+                if policy.approval.is_none() {
+                    policy.approval = Some(true);
+                }
             }
         }
     }
 
+    /// The started server called `name`.
+    pub(super) fn server(&self, name: &str) -> Option<&Arc<McpServer>> {
+        self.started.iter().find(|server| server.name() == name)
+    }
+
+    /// The receiver of tool-list changes (once: the refresh task takes it).
+    pub(super) fn take_changes(&self) -> Option<UnboundedReceiver<String>> {
+        self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     /// Each server's state.
     pub fn health(&self) -> Vec<McpServerHealth> {
-        let started = self.started.iter().map(|(server, tools)| {
+        let started = self.started.iter().map(|server| {
             let error = server.down_since.lock().map(|e| e.clone()).unwrap_or_default();
             McpServerHealth {
                 name: server.name().to_owned(),
                 state: if error.is_some() { "down" } else { "running" },
-                tools: *tools,
+                tools: server.listed().tools.len(),
                 error,
             }
         });
@@ -513,16 +570,18 @@ impl McpClients {
 /// Starts every configured server and lists its tools; a server that fails is reported and
 /// left out (the others and the built-in tools are not affected).
 pub async fn start_all(servers: &[McpServerConfig]) -> McpClients {
-    let mut clients = McpClients::default();
+    let (changes, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients =
+        McpClients { changes: std::sync::Mutex::new(Some(receiver)), ..McpClients::default() };
     for config in servers {
         let name = config.name.clone();
-        match McpServer::start(config.clone()).await {
-            Ok((server, found, destructive)) => {
-                let names: Vec<&str> = found.iter().map(|t| t.name()).collect();
+        let listener = Listener { server: name.clone(), changes: changes.clone() };
+        match McpServer::start(config.clone(), listener).await {
+            Ok(server) => {
+                let listed = server.listed();
+                let names: Vec<&str> = listed.tools.iter().map(|t| t.name()).collect();
                 tracing::info!(server = %name, tools = ?names, "MCP server started");
-                clients.started.push((server, found.len()));
-                clients.destructive.extend(destructive);
-                clients.tools.extend(found);
+                clients.started.push(server);
             }
             Err(e) => {
                 let error = format!("{e:#}");
@@ -532,6 +591,33 @@ pub async fn start_all(servers: &[McpServerConfig]) -> McpClients {
         }
     }
     clients
+}
+
+/// The client side's handler: it hears a server's `notifications/tools/list_changed` and
+/// tells the refresh task (see [`super::refresh`]); everything else is rmcp's default.
+#[derive(Clone)]
+pub(super) struct Listener {
+    server: String,
+    changes: UnboundedSender<String>,
+}
+
+impl Listener {
+    fn changed(&self) {
+        // No receiver: nothing keeps the agent's tools up to date (`voxloop serve` without a
+        // model); the change has nowhere to go.
+        let _ = self.changes.send(self.server.clone());
+    }
+}
+
+impl rmcp::ClientHandler for Listener {
+    fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) -> impl std::future::Future<Output = ()> + rmcp::service::MaybeSendFuture + '_ {
+        tracing::info!(server = %self.server, "the MCP server's tools changed");
+        self.changed();
+        std::future::ready(())
+    }
 }
 
 #[cfg(test)]

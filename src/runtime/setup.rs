@@ -48,6 +48,8 @@ pub struct AgentRuntime {
     pub approvals: Arc<Approvals>,
     /// Where sessions are saved (`None`: `[agent] persist_sessions = false`).
     pub store: Option<SessionStore>,
+    /// Rebuilds the agent's tools when an MCP server's tool list changes.
+    pub tool_builder: ToolBuilder,
 }
 
 /// token2wav on its thread and the voices.
@@ -74,61 +76,112 @@ pub fn build_tools(
     approver: Option<Arc<dyn Approver>>,
     external: &[Arc<dyn DynTool>],
 ) -> anyhow::Result<ToolRegistry> {
-    let mut policies = Policies::new(config.agent.policies.clone())
-        .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
-    if let Some(approver) = approver {
-        policies = policies.with_approver(approver);
-    }
-    let tools = &config.tools;
-    let mut registry = ToolRegistry::new();
-    let on = |name: &str| policies.enabled(name);
-    let cfg = |e: voxloop_tools::Error| anyhow::anyhow!("config [tools]: {e}");
-    if tools.web_search.enabled && on(WebSearch::NAME) {
-        registry.register_with(
-            WebSearch::from_config(&tools.web_search).map_err(cfg)?,
-            policies.layers(),
-        )?;
-    }
-    if tools.date_time.enabled && on(DateTimeTool::NAME) {
-        let mut tool = DateTimeTool::from_config(&tools.date_time).map_err(cfg)?;
-        // A fixed `now` holds for the tool too: its answer goes back into the model, and a
-        // random-weight model's next tokens follow it (tests must not depend on the clock).
-        if let Some(now) =
-            config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?
-        {
-            let now = jiff::Timestamp::try_from(now)
-                .map_err(|e| anyhow::anyhow!("[agent] fixed_now is out of range: {e}"))?;
-            tool = tool.with_clock(move || now);
+    ToolBuilder::new(config, index, timbre, approver)?.build(external)
+}
+
+/// Builds the agent's registry from the built-in tools, made once (their state, such as an
+/// offline search index, is kept), and the MCP servers' tools of the moment: at start, and
+/// again when a server's tool list changes (`crate::mcp::refresh`).
+pub struct ToolBuilder {
+    builtin: ToolRegistry,
+    policies: voxloop_policies::PolicyConfig,
+    approver: Option<Arc<dyn Approver>>,
+}
+
+impl ToolBuilder {
+    /// The built-in tools of [`build_tools`] under their policies.
+    pub fn new(
+        config: &Config,
+        index: Option<&Arc<AudioIndex>>,
+        timbre: Option<TimbreRag>,
+        approver: Option<Arc<dyn Approver>>,
+    ) -> anyhow::Result<Self> {
+        let policies = Self::policies(&config.agent.policies, approver.as_ref())?;
+        let tools = &config.tools;
+        let mut registry = ToolRegistry::new();
+        let on = |name: &str| policies.enabled(name);
+        let cfg = |e: voxloop_tools::Error| anyhow::anyhow!("config [tools]: {e}");
+        if tools.web_search.enabled && on(WebSearch::NAME) {
+            registry.register_with(
+                WebSearch::from_config(&tools.web_search).map_err(cfg)?,
+                policies.layers(),
+            )?;
         }
-        registry.register_with(tool, policies.layers())?;
-    }
-    if tools.weather.enabled && on(WeatherTool::NAME) {
-        registry.register_with(
-            WeatherTool::from_config(&tools.weather).map_err(cfg)?,
-            policies.layers(),
-        )?;
-    }
-    if let Some(index) = index.filter(|_| on(AudioSearch::NAME)) {
-        registry.register_with(AudioSearch::new(Arc::clone(index)), policies.layers())?;
-    }
-    if let Some(timbre) = timbre.filter(|_| on(TimbreRag::NAME)) {
-        registry.register_with(timbre, policies.layers())?;
-    }
-    for tool in external.iter().filter(|tool| on(tool.name())) {
-        // A tool the grammar could not take would stop the agent from loading: leave it out.
-        let usable = tool.definition().ok().filter(|d| {
-            !d.name.chars().any(|c| c.is_whitespace() || c.is_control())
-                && d.parameters.get("type").and_then(|t| t.as_str()) == Some("object")
-        });
-        if usable.is_none() {
-            tracing::warn!(tool = tool.name(), "MCP tool left out: its name or schema is unusable");
-            continue;
+        if tools.date_time.enabled && on(DateTimeTool::NAME) {
+            let mut tool = DateTimeTool::from_config(&tools.date_time).map_err(cfg)?;
+            // A fixed `now` holds for the tool too: its answer goes back into the model, and a
+            // random-weight model's next tokens follow it (tests must not depend on the clock).
+            if let Some(now) =
+                config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?
+            {
+                let now = jiff::Timestamp::try_from(now)
+                    .map_err(|e| anyhow::anyhow!("[agent] fixed_now is out of range: {e}"))?;
+                tool = tool.with_clock(move || now);
+            }
+            registry.register_with(tool, policies.layers())?;
         }
-        if let Err(e) = registry.register_dyn_with(Arc::clone(tool), policies.layers()) {
-            tracing::warn!(tool = tool.name(), error = %e, "MCP tool left out");
+        if tools.weather.enabled && on(WeatherTool::NAME) {
+            registry.register_with(
+                WeatherTool::from_config(&tools.weather).map_err(cfg)?,
+                policies.layers(),
+            )?;
         }
+        if let Some(index) = index.filter(|_| on(AudioSearch::NAME)) {
+            registry.register_with(AudioSearch::new(Arc::clone(index)), policies.layers())?;
+        }
+        if let Some(timbre) = timbre.filter(|_| on(TimbreRag::NAME)) {
+            registry.register_with(timbre, policies.layers())?;
+        }
+        Ok(Self { builtin: registry, policies: config.agent.policies.clone(), approver })
     }
-    Ok(registry)
+
+    fn policies(
+        config: &voxloop_policies::PolicyConfig,
+        approver: Option<&Arc<dyn Approver>>,
+    ) -> anyhow::Result<Policies> {
+        let mut policies = Policies::new(config.clone())
+            .map_err(|e| anyhow::anyhow!("config [agent.policies]: {e}"))?;
+        if let Some(approver) = approver {
+            policies = policies.with_approver(Arc::clone(approver));
+        }
+        Ok(policies)
+    }
+
+    /// The built-in tools and `external` (the MCP servers' tools), each of those under a
+    /// fresh `[agent.policies]` stack (a rebuild starts their rate limits anew). A tool the
+    /// grammar could not take is left out with a warning.
+    pub fn build(&self, external: &[Arc<dyn DynTool>]) -> anyhow::Result<ToolRegistry> {
+        let policies = Self::policies(&self.policies, self.approver.as_ref())?;
+        let mut registry = self.builtin.clone();
+        for tool in external.iter().filter(|tool| policies.enabled(tool.name())) {
+            let usable = tool.definition().ok().filter(|d| {
+                !d.name.chars().any(|c| c.is_whitespace() || c.is_control())
+                    && d.parameters.get("type").and_then(|t| t.as_str()) == Some("object")
+            });
+            if usable.is_none() {
+                tracing::warn!(
+                    tool = tool.name(),
+                    "MCP tool left out: its name or schema is unusable"
+                );
+                continue;
+            }
+            if let Err(e) = registry.register_dyn_with(Arc::clone(tool), policies.layers()) {
+                tracing::warn!(tool = tool.name(), error = %e, "MCP tool left out");
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The policies the MCP tools get.
+    pub fn policy_config(&self) -> &voxloop_policies::PolicyConfig {
+        &self.policies
+    }
+
+    /// The same built-ins under `policies` (with approvals for the MCP tools that say they are
+    /// destructive: see `McpClients::require_approvals`).
+    pub fn with_policies(&self, policies: voxloop_policies::PolicyConfig) -> Self {
+        Self { builtin: self.builtin.clone(), policies, approver: self.approver.clone() }
+    }
 }
 
 /// The tools `voxloop mcp` and `/mcp` offer: those of [`build_tools`] that need no session
@@ -230,7 +283,8 @@ pub fn load(
     // Approval questions go to the calling turn's event stream; the HTTP layer files them
     // in `approvals` for the client's answer.
     let approver: Arc<dyn Approver> = Arc::new(TurnApprover::new(config.agent.policies.clone()));
-    let tools = build_tools(config, index.as_ref(), timbre, Some(approver), external)?;
+    let tool_builder = ToolBuilder::new(config, index.as_ref(), timbre, Some(approver))?;
+    let tools = tool_builder.build(external)?;
     let defaults = session_defaults(config, &tools)?;
     let agent_config = AgentConfig {
         fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,
@@ -257,6 +311,7 @@ pub fn load(
         model_dir,
         approvals,
         store,
+        tool_builder,
     }))
 }
 

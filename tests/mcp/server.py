@@ -4,7 +4,9 @@ scripts/pyclients.sh), for voxloop's MCP client tests (tests/mcp_client.rs).
 Its tools cover what a client must handle: a plain text answer (`echo`), typed arguments
 (`add`), an error result (`refuse`), non-text content (`picture`), trace propagation (`trace`),
 a destructive tool (`wipe`), a slow one (`pause`, for fillers and timeouts), a process that
-dies mid-call (`crash`) and a 10 MB answer (`huge`). (A tool with a non-object input schema
+dies mid-call (`crash`), a 10 MB answer (`huge`), and a tool list that changes (`unlock` adds
+`secret`, drops `picture`, `trace`, `crash` and `huge`, and sends
+`notifications/tools/list_changed`). (A tool with a non-object input schema
 cannot be made with the SDK, which refuses to list one: tests/mcp/bad_schema.py is that server.) Strings are bounded (`maxLength`) and the argument objects closed
 (`additionalProperties: false`) so that a random-weight model's constrained call ends within a
 few dozen tokens. `COUNT_FILE`, when set, gets one line per start of the process, so a test
@@ -95,10 +97,36 @@ def huge() -> str:
     return "x" * 10_000_000
 
 
-# A random-weight model would go on writing properties an open schema allows: close them, as a
-# careful server does.
-for tool in server._tool_manager.list_tools():
-    tool.parameters["additionalProperties"] = False
+def secret(word: Short) -> str:
+    """Marks the word (listed once unlock ran)."""
+    return f"secret {word}"
+
+
+DROPPED_BY_UNLOCK = ("picture", "trace", "crash", "huge")
+
+
+@server.tool()
+async def unlock(ctx: Context) -> str:
+    """Swaps tools: adds secret, drops four."""
+    names = {tool.name for tool in server._tool_manager.list_tools()}
+    if "secret" not in names:
+        server.add_tool(secret)
+        close_schemas()
+    for name in DROPPED_BY_UNLOCK:
+        if name in names:
+            server.remove_tool(name)
+    await ctx.session.send_tool_list_changed()
+    return "unlocked"
+
+
+def close_schemas():
+    """A random-weight model would go on writing properties an open schema allows: close them,
+    as a careful server does."""
+    for tool in server._tool_manager.list_tools():
+        tool.parameters["additionalProperties"] = False
+
+
+close_schemas()
 
 if __name__ == "__main__":
     count = os.environ.get("COUNT_FILE")

@@ -75,6 +75,7 @@ mod render;
 mod speech;
 mod stream;
 mod telemetry;
+mod toolset;
 mod turn;
 
 use std::collections::HashMap;
@@ -93,6 +94,7 @@ pub use speech::{SpeechEngine, SpeechSink};
 pub use stream::{CancelHandle, TurnStream};
 
 use prefix::{CacheLine, PrefixStore};
+use toolset::ToolSet;
 
 use crate::audio::AudioChunk;
 use crate::generate::{InferenceWorker, StepModel};
@@ -224,11 +226,9 @@ enum Engine {
 pub struct Agent {
     engine: Engine,
     tokenizer: Arc<StepTokenizer>,
-    tools: ToolRegistry,
+    /// The tools and their grammar; each turn takes the set current at its start.
+    tools: std::sync::RwLock<Arc<ToolSet>>,
     config: AgentConfig,
-    constraints: Arc<dyn ConstraintFactory>,
-    /// The default grammar, from which [`ClientTools`] are compiled.
-    grammar: GrammarConstraints,
     /// What the model's cache holds after the last turn that ended cleanly (`None` while a
     /// turn runs or after one was dropped), and copies of earlier conversations.
     prefixes: std::sync::Mutex<PrefixStore>,
@@ -242,7 +242,7 @@ pub struct Agent {
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent")
-            .field("tools", &self.tools)
+            .field("tools", &self.tools())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -278,15 +278,13 @@ impl Agent {
         tools: ToolRegistry,
         config: AgentConfig,
     ) -> Result<Self> {
-        let grammar = GrammarConstraints::new(&tokenizer, &tools.definitions())?;
+        let tools = std::sync::RwLock::new(Arc::new(ToolSet::compile(&tokenizer, tools)?));
         let prefixes = std::sync::Mutex::new(PrefixStore::new(config.prefix_cache_bytes));
         Ok(Self {
             engine,
             tokenizer,
             tools,
             config,
-            constraints: Arc::new(grammar.clone()),
-            grammar,
             prefixes,
             instance: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
@@ -316,10 +314,12 @@ impl Agent {
         Self::new(worker, tokenizer, tools, config)
     }
 
-    /// Replaces the logits-mask factory.
+    /// Replaces the logits-mask factory (kept when [`replace_tools`](Self::replace_tools)
+    /// changes the tools).
     #[must_use]
-    pub fn with_constraints(mut self, constraints: Arc<dyn ConstraintFactory>) -> Self {
-        self.constraints = constraints;
+    pub fn with_constraints(self, constraints: Arc<dyn ConstraintFactory>) -> Self {
+        let set = self.tool_set().with_constraints(constraints);
+        self.swap_tool_set(set);
         self
     }
 
@@ -328,9 +328,28 @@ impl Agent {
         &self.tokenizer
     }
 
-    /// The tools.
-    pub fn tools(&self) -> &ToolRegistry {
-        &self.tools
+    /// The tools (those current now: see [`replace_tools`](Self::replace_tools)).
+    pub fn tools(&self) -> Arc<ToolRegistry> {
+        Arc::clone(&self.tool_set().registry)
+    }
+
+    /// Replaces the tools, their grammar recompiled (milliseconds to tens of milliseconds for
+    /// a few dozen tools). A running turn keeps the tools it started with; each session's
+    /// next turn declares the new ones to the model (its `tool_json_schemas` turn is
+    /// replaced, and prefilled again from there). Fails, leaving the tools as they were, for a
+    /// tool the grammar cannot take.
+    pub fn replace_tools(&self, tools: ToolRegistry) -> Result<()> {
+        let set = self.tool_set().with_registry(tools)?;
+        self.swap_tool_set(set);
+        Ok(())
+    }
+
+    fn tool_set(&self) -> Arc<ToolSet> {
+        Arc::clone(&self.tools.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn swap_tool_set(&self, set: ToolSet) {
+        *self.tools.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
     }
 
     /// The configuration.
@@ -372,7 +391,7 @@ impl Agent {
         definitions: Vec<ToolDefinition>,
         parallel: bool,
     ) -> Result<ClientTools> {
-        let mut grammar = self.grammar.with_tools(&definitions)?;
+        let mut grammar = self.tool_set().grammar.with_tools(&definitions)?;
         if !parallel {
             grammar = grammar.single_call();
         }
@@ -389,15 +408,16 @@ impl Agent {
         definitions: Vec<ToolDefinition>,
         parallel: bool,
     ) -> Result<ClientTools> {
-        if let Some(clash) = definitions.iter().find(|d| self.tools.contains(&d.name)) {
+        let set = self.tool_set();
+        if let Some(clash) = definitions.iter().find(|d| set.registry.contains(&d.name)) {
             return Err(Error::Agent(format!(
                 "the client tool {:?} has the name of one of the agent's tools",
                 clash.name
             )));
         }
-        let own = self.tools.definitions();
+        let own = set.registry.definitions();
         let all: Vec<ToolDefinition> = own.iter().chain(&definitions).cloned().collect();
-        let mut grammar = self.grammar.with_tools(&all)?;
+        let mut grammar = set.grammar.with_tools(&all)?;
         if !parallel {
             grammar = grammar.single_call();
         }

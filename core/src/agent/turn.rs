@@ -16,6 +16,7 @@ use super::events::{AgentEvent, TurnEndReason, Usage};
 use super::prompt::{step_prompt, StepPrompt};
 use super::stream::{CancelHandle, Emitter};
 use super::telemetry::{self, ChatStep};
+use super::toolset::ToolSet;
 use super::{step_choice, Agent, ClientTools, TurnInput};
 use crate::generate::{FinishReason, GenerationEvent, GenerationRequest};
 use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoice};
@@ -64,6 +65,7 @@ pub(super) async fn drive(
     };
     let mut run = TurnRun {
         agent,
+        tools: agent.tool_set(),
         out: &out,
         cancel: &cancel,
         context,
@@ -81,6 +83,8 @@ pub(super) async fn drive(
 /// One running turn.
 struct TurnRun<'a> {
     agent: &'a Agent,
+    /// The agent's tools when the turn started (they may be replaced while it runs).
+    tools: Arc<ToolSet>,
     out: &'a Emitter,
     cancel: &'a CancelHandle,
     /// What each tool call of the turn carries.
@@ -147,11 +151,9 @@ impl TurnRun<'_> {
             if session.history().is_empty() {
                 let text = session.settings().system_text(self.agent.config.now());
                 session.push_turn(Turn::System { text });
-                if !self.agent.tools.is_empty() {
-                    let json = self.agent.tools.tool_json_schemas()?;
-                    session.push_turn(Turn::ToolSchemas { json });
-                }
             }
+            // A new session is told of the tools; an older one of any change since its turns.
+            self.tools.declare_in(session)?;
             session.push_turn(Turn::Human { parts: input.parts });
         }
         // After the turns are in: a new session may share its first turns with the
@@ -260,7 +262,7 @@ impl TurnRun<'_> {
         let span = self.chat_span(session, step, mode, &params, choice, None);
         let mask = match self.client {
             Some(client) => client.constraints().build(choice, mode)?,
-            None => agent.constraints.build(choice, mode)?,
+            None => self.tools.constraints.build(choice, mode)?,
         };
         let request = GenerationRequest {
             cached: session.cached_ids().to_vec(),
@@ -445,7 +447,7 @@ impl TurnRun<'_> {
                 }
             }
         }
-        let tools = &self.agent.tools;
+        let tools = Arc::clone(&self.tools.registry);
         let concurrency = self.agent.config.tool_concurrency.max(1);
         let mut running = futures::stream::iter(runnable)
             .map(|(i, call)| tools.call(call).map(move |result| (i, result)))

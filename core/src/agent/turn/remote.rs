@@ -40,7 +40,7 @@ impl TurnRun<'_> {
         let span = self.chat_span(session, step, mode, &params, choice, Some((&host, port)));
         let tools = match self.client {
             Some(client) => client.declared(),
-            None => agent.tools.definitions(),
+            None => self.tools.registry.definitions(),
         };
         let body = chat_body(
             model.config(),
