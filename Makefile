@@ -41,6 +41,9 @@ VOXLOOP_PLAYWRIGHT := $(shell scripts/playwright.sh || echo FAILED)
 export VOXLOOP_PLAYWRIGHT
 
 ARGS ?=
+# `make run MODEL=stepfun-ai/Step-Audio-2-mini`: the hub repository `serve` pulls on its first
+# start into models/<name> (VOXLOOP_MODEL_ID, `[model] id`).
+MODEL ?=
 
 .PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
   check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
@@ -76,7 +79,7 @@ check-mcp-everything:
 run: check-libtorch check-minilm check-onnxruntime check-silero-vad
 	scripts/sample_library.sh data/samples
 	$(CARGO) run --bin voxloop -- index add data/samples
-	$(CARGO) run --bin voxloop -- serve $(ARGS)
+	$(if $(MODEL),VOXLOOP_MODEL_ID=$(MODEL)) $(CARGO) run --bin voxloop -- serve $(ARGS)
 
 build: check-libtorch
 	$(CARGO) build --workspace --all-targets

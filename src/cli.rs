@@ -4,4 +4,5 @@ pub mod eval;
 pub mod generate;
 pub mod index;
 pub mod pull;
+pub mod task;
 pub mod voice;

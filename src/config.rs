@@ -263,6 +263,9 @@ impl Config {
         if let Some(dir) = env("VOXLOOP_MODEL_DIR") {
             self.model.dir = Some(PathBuf::from(dir));
         }
+        if let Some(id) = env("VOXLOOP_MODEL_ID").filter(|id| !id.trim().is_empty()) {
+            self.model.id = Some(id);
+        }
         if let Some(url) = env("VOXLOOP_MODEL_URL").filter(|u| !u.is_empty()) {
             self.model.url = Some(url);
             self.model.backend = ModelBackend::Openai;

@@ -8,4 +8,5 @@ pub mod pcm;
 pub mod realtime;
 pub mod server;
 pub mod sessions;
+pub mod speech;
 pub mod upload;

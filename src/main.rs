@@ -56,6 +56,15 @@ enum Command {
     /// Evaluate the agent: `eval toolcall DIR` scores tool calling on a benchmark in the
     /// StepEval-Audio-Toolcall layout (or on recorded --predictions).
     Eval(cli::eval::EvalArgs),
+    /// Transcribe a recording (speech recognition), printing the transcript.
+    Transcribe(cli::task::TranscribeArgs),
+    /// Describe a recording: speakers' gender, age and emotion, background, environment and
+    /// events (or, --brief, a short account of what happens in it).
+    Describe(cli::task::DescribeArgs),
+    /// Translate a recording into Chinese or English text, or (--output) speech.
+    Translate(cli::task::TranslateArgs),
+    /// Read text aloud in a library voice into a WAV file.
+    Tts(cli::task::TtsArgs),
     /// Manage checkpoints: `model pull [REPO]` downloads one from the Hugging Face hub
     /// (HF_ENDPOINT, HF_TOKEN, --offline), resumably, checking sha256.
     Model {
@@ -115,6 +124,10 @@ fn main() -> ExitCode {
         Command::Voice(args) => cli::voice::run(&config, args),
         Command::Eval(args) => cli::eval::run(&config, args),
         Command::Model { command: ModelCommand::Pull(args) } => cli::pull::run(args),
+        Command::Transcribe(args) => cli::task::transcribe(&config, args),
+        Command::Describe(args) => cli::task::describe(&config, args),
+        Command::Translate(args) => cli::task::translate(&config, args),
+        Command::Tts(args) => cli::task::tts(&config, args),
         Command::Speak { tokens, voice, output, token2wav, stream } => {
             let request = voxloop_voices::speak::SpeakRequest {
                 tokens,
@@ -152,13 +165,15 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     // Dropped last, after the runtime (and every span of every turn) is gone: the spans of
     // the last turns are sent before the process exits.
     let _telemetry = init_logging(&config)?;
+    // `[model] id`: the checkpoint is pulled on the first start (blocking, with progress bars).
+    let mut config = config;
+    cli::pull::pull_for_serve(&mut config.model);
     // Opened before the runtime starts: loading MiniLM and the stores is blocking work.
     let index = cli::index::open_existing(&config)?.map(std::sync::Arc::new);
     let runtime = tokio::runtime::Runtime::new()?;
     // The MCP servers' processes and clients live on the runtime that serves.
     let mcp_clients =
         std::sync::Arc::new(runtime.block_on(mcp::client::start_all(&config.mcp.servers)));
-    let mut config = config;
     mcp_clients.require_approvals(&mut config.agent.policies);
     let external = &mcp_clients.tools();
     // The agent (speech LLM, tools under their policies, token2wav) is loaded here too, on
@@ -168,7 +183,8 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
     let mcp = if config.mcp.http {
         let tools = runtime::setup::build_mcp_tools(&config, index.as_ref())?;
         // A client over HTTP may be elsewhere: it sends recordings, never paths.
-        let voices = mcp::voice::VoiceTools::from_config(&config, index.clone(), false)
+        let text = agent.clone().map(mcp::voice::TextModel::Shared);
+        let voices = mcp::voice::VoiceTools::from_config(&config, index.clone(), false, text)
             .map(std::sync::Arc::new);
         Some(mcp::router(std::sync::Arc::new(tools), index.clone(), voices, &config.mcp))
     } else {
@@ -205,8 +221,9 @@ fn run_mcp(config: &Config) -> anyhow::Result<()> {
     let tools = runtime::setup::build_mcp_tools(config, index.as_ref())?;
     tracing::info!(tools = ?tools.names().collect::<Vec<_>>(), "MCP server on stdio");
     let runtime = tokio::runtime::Runtime::new()?;
-    let voices =
-        mcp::voice::VoiceTools::from_config(config, index.clone(), true).map(std::sync::Arc::new);
+    let text = mcp::voice::TextModel::lazy(config);
+    let voices = mcp::voice::VoiceTools::from_config(config, index.clone(), true, text)
+        .map(std::sync::Arc::new);
     runtime.block_on(mcp::serve_stdio(std::sync::Arc::new(tools), index, voices, &config.mcp))
 }
 

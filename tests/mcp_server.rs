@@ -184,8 +184,13 @@ fn voices_are_added_and_codes_spoken_over_stdio() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let t2w = token2wav_dir(tmp.path());
-    let (_data, config) =
-        data_dir(&format!("[voice]\ntoken2wav = {:?}\n", t2w.display().to_string()));
+    // The tiny checkpoint reads `speak`'s text (loaded at the first such call).
+    let model = root().join("core/tests/fixtures/llm/tiny_a");
+    let (_data, config) = data_dir(&format!(
+        "[voice]\ntoken2wav = {:?}\n[model]\ndir = {:?}\n[agent]\nmax_new_tokens = 40\nseed = 5\n",
+        t2w.display().to_string(),
+        model.display().to_string()
+    ));
     let recording = root().join("voices/tests/fixtures/profile/voice_16k.wav");
     let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&recording).unwrap());
     let calls = json!([
@@ -197,6 +202,8 @@ fn voices_are_added_and_codes_spoken_over_stdio() {
         {"name": "speak", "arguments": {"voice": "fixture", "codes": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25]}},
         {"name": "speak", "arguments": {"voice": "nobody", "codes": [1]}},
         {"name": "speak", "arguments": {"voice": "fixture", "codes": [7000]}},
+        {"name": "speak", "arguments": {"voice": "fixture", "text": "Hello there."}},
+        {"name": "speak", "arguments": {"voice": "fixture", "text": "Hi.", "codes": [1]}},
     ]);
     let binary = env!("CARGO_BIN_EXE_voxloop");
     let report = client(&pyclients, &["stdio", binary], &calls, &[("VOXLOOP_CONFIG", &config)]);
@@ -228,6 +235,16 @@ fn voices_are_added_and_codes_spoken_over_stdio() {
     assert_eq!(audio["bytes"].as_u64().unwrap(), 44 + 2 * (seconds * 24_000.0).round() as u64);
     assert!(results[6]["text"].as_str().unwrap().contains("no voice \"nobody\""), "{}", results[6]);
     assert!(results[7]["text"].as_str().unwrap().contains("codes[0]"), "{}", results[7]);
+    // Text: the model reads it into codes, rendered as codes are.
+    let read = &results[8];
+    assert_eq!(read["isError"], false, "{read}");
+    assert!(read["structured"]["codes"].as_u64().unwrap() > 0, "{read}");
+    assert_eq!(read["audio"][0]["mimeType"], "audio/wav", "{read}");
+    assert_eq!(results[9]["isError"], true, "{}", results[9]);
+    assert!(results[9]["text"].as_str().unwrap().contains("not both"), "{}", results[9]);
+    let speak = tool(&report, "speak");
+    assert_eq!(speak["inputSchema"]["required"], json!(["voice"]), "{speak}");
+    assert_eq!(speak["inputSchema"]["properties"]["text"]["type"], "string", "{speak}");
 
     for name in ["voice_add", "speak", "audio_clip"] {
         assert_eq!(tool(&report, name)["outputSchema"]["type"], "object", "{name}");

@@ -2,8 +2,11 @@
 //! itself is out of reach here): it serves the tiny fixture checkpoint with the hub's tree
 //! listing (sizes, LFS sha256) and `resolve` downloads with `Range`, and can cut a download
 //! short or serve corrupted bytes. Checked: a whole pull, a resume after a cut (with the
-//! `Range` the client sent), corruption detected and nothing left behind, the offline check.
+//! `Range` the client sent), corruption detected and nothing left behind, the offline check;
+//! and `[model] id`: `voxloop serve` pulls on its first start, or starts without the agent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -190,4 +193,52 @@ fn a_pull_completes_resumes_after_a_cut_and_detects_corruption() {
     let odd = pull(Some(addr), &["../etc"], &[]);
     assert!(!odd.status.success());
     assert!(stderr(&odd).contains("not a repository name"), "{}", stderr(&odd));
+}
+
+/// `voxloop serve` with `[model] id` and `dir`, the hub at `endpoint`.
+fn serve_pulling(dir: &Path, endpoint: &str) -> support::Server {
+    let config_dir = tempfile::tempdir().unwrap();
+    let data = config_dir.path().join("data");
+    let toml = format!(
+        "[paths]\ndata_dir = {data:?}\n{}\n[model]\nid = \"test/tiny\"\ndir = {dir:?}\n",
+        support::OFFLINE_TOOLS
+    );
+    let config = config_dir.path().join("voxloop.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = support::serve_command(&config, false);
+    cmd.env("HF_ENDPOINT", endpoint).env_remove("HF_HUB_OFFLINE").env_remove("VOXLOOP_MODEL_ID");
+    let (child, addr) = support::start_server(cmd);
+    support::Server { child, addr, _dir: Some(config_dir) }
+}
+
+#[test]
+fn serve_pulls_its_model_id_on_first_start_or_starts_without_it() {
+    let files = fixture();
+    let hub = Arc::new(Hub { files: files.clone(), ..Hub::default() });
+    let addr = start(Arc::clone(&hub));
+    let tmp = tempfile::tempdir().unwrap();
+    let health = |server: &support::Server| {
+        support::json_body(&support::http_request(server.addr, "GET", "/healthz", None).1)
+    };
+
+    // The hub is reachable: pulled, then loaded.
+    let dir = tmp.path().join("models/tiny");
+    let server = serve_pulling(&dir, &format!("http://{addr}"));
+    same_files(&dir, &files);
+    let report = health(&server);
+    assert_eq!(report["agent"]["model_dir"], dir.display().to_string(), "{report}");
+    drop(server);
+
+    // A complete pull is used as it is: no request reaches the (now unreachable) hub.
+    let server = serve_pulling(&dir, "http://127.0.0.1:9");
+    assert!(health(&server)["agent"].is_object());
+    drop(server);
+
+    // Unreachable and nothing pulled: the service starts without the agent and says so.
+    let missing = tmp.path().join("models/missing");
+    let server = serve_pulling(&missing, "http://127.0.0.1:9");
+    let report = health(&server);
+    assert_eq!(report["status"], "ok", "{report}");
+    assert!(report["agent"].is_null(), "{report}");
+    assert!(!missing.join("config.json").exists());
 }

@@ -53,16 +53,81 @@ struct FileEntry {
     sha256: Option<String>,
 }
 
+/// The name part of the repository `repo` (`owner/name`), or why it is not one.
+pub fn repo_name(repo: &str) -> anyhow::Result<&str> {
+    let mut parts = repo.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(owner), Some(name), None)
+            if !owner.is_empty() && !name.is_empty() && !repo.contains("..") =>
+        {
+            Ok(name)
+        }
+        _ => bail!("{repo:?} is not a repository name (owner/name)"),
+    }
+}
+
+/// Where `repo` is pulled when no directory is given: `models/<name>`.
+pub fn default_dir(repo: &str) -> anyhow::Result<PathBuf> {
+    Ok(Path::new("models").join(repo_name(repo)?))
+}
+
+/// `[model] id` at `voxloop serve`'s start: the repository is pulled into `dir` (default
+/// `models/<name>`) unless that directory is a complete pull or a checkpoint put there by
+/// hand, and `dir` is set to it. When the pull fails (no network, `HF_HUB_OFFLINE=1`, a
+/// wrong name) the service starts without the agent: `dir` is cleared and the reason logged
+/// once.
+pub fn pull_for_serve(model: &mut crate::config::ModelConfig) {
+    let Some(repo) = model.id.clone() else { return };
+    let dir = match model.dir.clone().map_or_else(|| default_dir(&repo), Ok) {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!(error = %e, "[model] id: no checkpoint to pull");
+            model.dir = None;
+            return;
+        }
+    };
+    let by_hand = dir.join("config.json").is_file() && !dir.join(MANIFEST).is_file();
+    if by_hand || is_complete(&dir) {
+        model.dir = Some(dir);
+        return;
+    }
+    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
+    tracing::info!(%repo, dir = %dir.display(), "pulling the checkpoint (first start)");
+    match pull(&repo, &dir, "main", offline) {
+        Ok(()) => model.dir = Some(dir),
+        Err(e) => {
+            tracing::warn!(
+                %repo,
+                dir = %dir.display(),
+                error = %format!("{e:#}"),
+                "cannot pull the checkpoint: the service starts without the agent (`voxloop \
+                 model pull` retries; the session endpoints answer 503 meanwhile)"
+            );
+            model.dir = None;
+        }
+    }
+}
+
 /// Runs `voxloop model pull`.
 pub fn run(args: PullArgs) -> anyhow::Result<()> {
-    let name = args.repo.rsplit('/').next().unwrap_or(&args.repo).to_owned();
-    if args.repo.split('/').count() != 2 || name.is_empty() || args.repo.contains("..") {
-        bail!("{:?} is not a repository name (owner/name)", args.repo);
-    }
-    let dir = args.dir.clone().unwrap_or_else(|| Path::new("models").join(&name));
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => default_dir(&args.repo)?,
+    };
     let offline = args.offline || std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
+    pull(&args.repo, &dir, &args.revision, offline)
+}
+
+/// Whether `dir` holds a complete pull (its listing's files, with their sizes).
+pub fn is_complete(dir: &Path) -> bool {
+    check_offline(dir).is_ok()
+}
+
+/// Pulls `repo` at `revision` into `dir` (`offline`: only checks that `dir` is complete).
+pub fn pull(repo: &str, dir: &Path, revision: &str, offline: bool) -> anyhow::Result<()> {
+    repo_name(repo)?;
     if offline {
-        let files = check_offline(&dir)?;
+        let files = check_offline(dir)?;
         eprintln!("{}: complete ({} files, offline check)", dir.display(), files);
         return Ok(());
     }
@@ -80,15 +145,15 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
         .timeout(None)
         .connect_timeout(std::time::Duration::from_secs(15))
         .build()?;
-    let files = list(&client, &endpoint, &args.repo, &args.revision)?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let files = list(&client, &endpoint, repo, revision)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     for file in &files {
-        let url = format!("{endpoint}/{}/resolve/{}/{}", args.repo, args.revision, file.path);
-        fetch(&client, &url, &dir, file)?;
+        let url = format!("{endpoint}/{repo}/resolve/{revision}/{}", file.path);
+        fetch(&client, &url, dir, file)?;
     }
     let manifest = serde_json::to_vec_pretty(&files)?;
     voxloop_core::fs::write_atomically(&dir.join(MANIFEST), &manifest)?;
-    eprintln!("{}: {} files from {endpoint}/{}", dir.display(), files.len(), args.repo);
+    eprintln!("{}: {} files from {endpoint}/{repo}", dir.display(), files.len());
     Ok(())
 }
 

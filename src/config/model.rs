@@ -40,6 +40,11 @@ pub struct ModelConfig {
     /// service starts without a model and reports it on `/healthz`. With backend `openai` only
     /// its `tokenizer.json` is read.
     pub dir: Option<PathBuf>,
+    /// A Hugging Face hub repository (`stepfun-ai/Step-Audio-2-mini`) that `voxloop serve`
+    /// pulls on its first start into `dir` (default `models/<name>`) when that directory is not
+    /// a complete pull (`VOXLOOP_MODEL_ID`); `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`
+    /// apply as for `voxloop model pull`.
+    pub id: Option<String>,
     /// `auto`, `cpu`, `cuda` or `cuda:N` (`VOXLOOP_DEVICE`).
     #[serde(with = "device_string")]
     pub device: DeviceSpec,
@@ -69,6 +74,7 @@ impl Default for ModelConfig {
         let remote = RemoteConfig::default();
         Self {
             dir: None,
+            id: None,
             device: DeviceSpec::default(),
             backend: ModelBackend::Local,
             url: None,
@@ -95,6 +101,9 @@ impl ModelConfig {
         };
         if self.model.trim().is_empty() {
             return Err(bad("model", "is empty"));
+        }
+        if let Some(id) = &self.id {
+            crate::cli::pull::repo_name(id).map_err(|e| bad("id", &e.to_string()))?;
         }
         if self.backend == ModelBackend::Openai {
             let Some(url) = &self.url else {
@@ -177,6 +186,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("backend"), "{err}");
+    }
+
+    #[test]
+    fn a_model_id_names_a_repository() {
+        let load = |text: &str| {
+            let config = Config::from_toml(text, Path::new("v.toml")).unwrap();
+            config.model.validate().map_err(|e| e.to_string())
+        };
+        load("[model]\nid = \"stepfun-ai/Step-Audio-2-mini\"\n").unwrap();
+        for bad in ["nobody", "a/b/c", "../x", "owner/"] {
+            let err = load(&format!("[model]\nid = {bad:?}\n")).unwrap_err();
+            assert!(err.contains("model.id"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl ChatError {
         }
     }
 
-    fn unknown_model(asked: &str, served: &str) -> Self {
+    /// 404 `model_not_found`.
+    pub fn unknown_model(asked: &str, served: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
             code: Some("model_not_found"),
@@ -121,7 +122,8 @@ impl ChatError {
         }
     }
 
-    fn no_model() -> Self {
+    /// 503 without a model.
+    pub fn no_model() -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "service_unavailable",
@@ -133,7 +135,8 @@ impl ChatError {
         }
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    /// 500 `server_error`.
+    pub fn internal(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             kind: "server_error",
@@ -159,6 +162,21 @@ impl IntoResponse for ChatError {
     }
 }
 
+/// The library voice `name`, or a 400 about `param` listing the voices.
+pub fn library_voice(
+    voices: &crate::runtime::setup::VoiceRuntime,
+    name: &str,
+    param: &str,
+) -> Result<Arc<voxloop_voices::VoiceProfile>, ChatError> {
+    voices.library.get(name).cloned().ok_or_else(|| {
+        let names: Vec<&str> = voices.library.profiles().map(|p| p.name.as_str()).collect();
+        ChatError::invalid(
+            format!("no voice {name:?} in the voice library (voices: {})", names.join(", ")),
+            param,
+        )
+    })
+}
+
 /// The routes' state.
 #[derive(Clone)]
 struct ChatState {
@@ -175,8 +193,8 @@ pub fn router(runtime: Option<Arc<AgentRuntime>>) -> Router {
     upload::limit_body(routes, too_large).with_state(state)
 }
 
-/// The 413 of a body over [`MAX_BODY_BYTES`].
-fn too_large(length: u64) -> Response {
+/// The 413 of a body over [`MAX_BODY_BYTES`], in OpenAI's error shape.
+pub fn too_large(length: u64) -> Response {
     ChatError::with_status(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the request body ({length} bytes) exceeds the limit of {MAX_BODY_BYTES} bytes"),
@@ -324,18 +342,7 @@ async fn prepare(
                     "modalities",
                 )
             })?;
-            let profile = runtime.library.get(&audio.voice).cloned().ok_or_else(|| {
-                let names: Vec<&str> =
-                    runtime.library.profiles().map(|p| p.name.as_str()).collect();
-                ChatError::invalid(
-                    format!(
-                        "no voice {:?} in the voice library (voices: {})",
-                        audio.voice,
-                        names.join(", ")
-                    ),
-                    "audio.voice",
-                )
-            })?;
+            let profile = library_voice(runtime, &audio.voice, "audio.voice")?;
             Some((profile, audio.format))
         }
         _ => None,

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use voxloop_retrieval::AudioIndex;
 
 use crate::config::Config;
-use crate::http::{audio, chat, page, realtime, sessions};
+use crate::http::{audio, chat, page, realtime, sessions, speech};
 use crate::mcp::client::{McpClients, McpServerHealth};
 use crate::runtime::setup::AgentRuntime;
 
@@ -148,6 +148,7 @@ pub fn router(config: &Config, parts: Parts) -> Router {
         .with_state(index.clone())
         .merge(sessions::router(agent.clone()))
         .merge(chat::router(agent.clone()))
+        .merge(speech::router(agent.clone()))
         .merge(page::router(page::PageState { index: index.clone(), agent: agent.clone() }))
         .merge(realtime::router(realtime::RealtimeState::new(agent, realtime_config, index)))
         .merge(mcp.unwrap_or_default())

@@ -5,7 +5,8 @@
 //!   stdio, where the client runs on this machine, a file path) with the S3 tokenizer and CAM++
 //!   of the token2wav directory, adds it to the library and registers it in the audio index.
 //! - `speak` renders 25-Hz speech codes (what Step-Audio 2 writes as `<audio_N>`) in a library
-//!   voice through token2wav, as `audio/wav` content.
+//!   voice through token2wav, as `audio/wav` content; or, when a model is configured, text,
+//!   which the speech LLM first reads aloud (`Task::ReadAloud`) into such codes.
 //!
 //! Both are listed only when a token2wav directory is configured (`[voice] token2wav`, or
 //! `<model dir>/token2wav`). Models load on the first call and stay loaded; the work runs on
@@ -22,8 +23,12 @@ use voxloop_voices::extract::{ExtractorOptions, ProfileExtractor};
 use voxloop_voices::prompt::PromptAudio;
 use voxloop_voices::{Token2Wav, VoiceLibrary};
 
+use voxloop_core::agent::{Agent, AgentConfig, Task, TaskOutput, TurnInput};
+use voxloop_core::tool::ToolRegistry;
+
 use crate::config::Config;
 use crate::http::pcm::wav_bytes;
+use crate::runtime::setup::AgentRuntime;
 
 /// The tools' names.
 pub const VOICE_ADD: &str = "voice_add";
@@ -35,6 +40,75 @@ const MAX_RECORDING_BYTES: usize = 16 * 1024 * 1024;
 const MAX_CODES: usize = 3000;
 /// Speech codes are ids of the 6561-entry codebook.
 const CODEBOOK: i64 = 6561;
+/// The longest text `speak` reads (OpenAI's limit for speech).
+const MAX_TEXT_CHARS: usize = 4096;
+
+/// The speech LLM that reads `speak`'s text.
+pub enum TextModel {
+    /// The service's agent (`/mcp` of `voxloop serve`).
+    Shared(Arc<AgentRuntime>),
+    /// `[model] dir`, loaded at the first text (`voxloop mcp`, which serves no agent).
+    Lazy {
+        dir: PathBuf,
+        device: voxloop_core::DeviceSpec,
+        /// `[agent] max_new_tokens` and `seed`, which hold for the reading as in the service.
+        max_new_tokens: usize,
+        seed: Option<u64>,
+        agent: Box<tokio::sync::OnceCell<Agent>>,
+    },
+}
+
+impl TextModel {
+    /// The lazily loaded model of `config`'s `[model] dir`, if it names one.
+    pub fn lazy(config: &Config) -> Option<Self> {
+        let dir = config.model.dir.clone()?;
+        Some(Self::Lazy {
+            dir,
+            device: config.model.device,
+            max_new_tokens: config.agent.max_new_tokens,
+            seed: config.agent.seed,
+            agent: Box::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// The speech codes of `text` read aloud.
+    async fn read_aloud(&self, text: &str) -> Result<Vec<u16>, String> {
+        let input = TurnInput::text(text);
+        let (agent, mut session) = match self {
+            TextModel::Shared(rt) => {
+                let session = rt.task_session(Task::ReadAloud, input, |_| {});
+                (&rt.agent, session.map_err(|e| e.to_string())?)
+            }
+            TextModel::Lazy { dir, device, max_new_tokens, seed, agent } => {
+                let agent = agent
+                    .get_or_try_init(|| async {
+                        let (dir, device) = (dir.clone(), *device);
+                        tokio::task::spawn_blocking(move || {
+                            Agent::load(&dir, device, ToolRegistry::new(), AgentConfig::default())
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("loading the speech LLM: {e}"))
+                    })
+                    .await?;
+                let session = Task::ReadAloud.session(input, |sampling| {
+                    sampling.max_new_tokens = sampling.max_new_tokens.min(*max_new_tokens);
+                    sampling.seed = *seed;
+                });
+                (agent, session.map_err(|e| e.to_string())?)
+            }
+        };
+        let stream = agent.run_task(&mut session, None).map_err(|e| e.to_string())?;
+        let out = TaskOutput::collect(stream, |_| {}).await.map_err(|e| e.to_string())?;
+        if out.speech_codes.is_empty() {
+            return Err(format!(
+                "the model wrote no speech for the text ({} tokens)",
+                out.usage.output_tokens
+            ));
+        }
+        Ok(out.speech_codes)
+    }
+}
 
 /// The library and the models the two tools use.
 pub struct VoiceTools {
@@ -43,6 +117,8 @@ pub struct VoiceTools {
     device: voxloop_core::DeviceSpec,
     /// Whether paths may be given: only a local (stdio) client shares this machine's files.
     local_paths: bool,
+    /// What reads `speak`'s text, when a model is configured.
+    text: Option<TextModel>,
     index: Option<Arc<AudioIndex>>,
     extractor: OnceLock<Mutex<ProfileExtractor>>,
     vocoder: OnceLock<Mutex<Token2Wav>>,
@@ -62,6 +138,7 @@ impl VoiceTools {
         config: &Config,
         index: Option<Arc<AudioIndex>>,
         local_paths: bool,
+        text: Option<TextModel>,
     ) -> Option<Self> {
         let (token2wav_dir, _) = config.token2wav_dir()?;
         if !token2wav_dir.is_dir() {
@@ -72,6 +149,7 @@ impl VoiceTools {
             token2wav_dir,
             device: config.model.device,
             local_paths,
+            text,
             index,
             extractor: OnceLock::new(),
             vocoder: OnceLock::new(),
@@ -108,7 +186,7 @@ impl VoiceTools {
             },
             "required": ["name", "seconds", "prompt_tokens", "indexed"]
         });
-        let speak_input = json!({
+        let mut speak_input = json!({
             "type": "object",
             "properties": {
                 "voice": { "type": "string", "description": "A voice of the library (voice_list)." },
@@ -119,6 +197,13 @@ impl VoiceTools {
             "required": ["voice", "codes"],
             "additionalProperties": false
         });
+        if self.text.is_some() {
+            speak_input["properties"]["text"] = json!({
+                "type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS,
+                "description": "Text to read aloud, instead of codes."
+            });
+            speak_input["required"] = json!(["voice"]);
+        }
         let speak_output = json!({
             "type": "object",
             "properties": {
@@ -141,7 +226,12 @@ impl VoiceTools {
             ),
             tool(
                 SPEAK,
-                "Renders speech codes in a library voice as WAV audio (24 kHz).",
+                if self.text.is_some() {
+                    "Reads text aloud, or renders speech codes, in a library voice as WAV audio \
+                     (24 kHz)."
+                } else {
+                    "Renders speech codes in a library voice as WAV audio (24 kHz)."
+                },
                 speak_input,
                 speak_output,
             ),
@@ -156,7 +246,17 @@ impl VoiceTools {
     ) -> CallToolResult {
         let this = Arc::clone(self);
         let name = name.to_owned();
-        let arguments = arguments.unwrap_or_default();
+        let mut arguments = arguments.unwrap_or_default();
+        if name == SPEAK && arguments.contains_key("text") {
+            // Text becomes codes first (the model's turn is async), then renders as codes do.
+            match self.codes_of_text(&arguments).await {
+                Ok(codes) => {
+                    arguments.remove("text");
+                    arguments.insert("codes".to_owned(), json!(codes));
+                }
+                Err(message) => return CallToolResult::error(vec![ContentBlock::text(message)]),
+            }
+        }
         let ran = tokio::task::spawn_blocking(move || match name.as_str() {
             VOICE_ADD => this.add(&arguments),
             _ => this.speak(&arguments),
@@ -221,6 +321,29 @@ impl VoiceTools {
             "indexed": indexed,
         });
         Ok(CallToolResult::structured(report))
+    }
+
+    /// The speech codes of `speak`'s `text`.
+    async fn codes_of_text(&self, args: &JsonObject) -> Result<Vec<u16>, String> {
+        if args.contains_key("codes") {
+            return Err("give `text` or `codes`, not both".into());
+        }
+        let text = string(args, "text")?.unwrap_or_default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("`text` is empty".into());
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(format!("`text` is longer than {MAX_TEXT_CHARS} characters"));
+        }
+        let Some(model) = &self.text else {
+            return Err(
+                "reading text needs the speech LLM: set [model] dir (or send `codes`)".into()
+            );
+        };
+        let mut codes = model.read_aloud(text).await?;
+        codes.truncate(MAX_CODES);
+        Ok(codes)
     }
 
     fn speak(&self, args: &JsonObject) -> Result<CallToolResult, String> {

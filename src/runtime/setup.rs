@@ -52,6 +52,24 @@ pub struct AgentRuntime {
     pub tool_builder: ToolBuilder,
 }
 
+impl AgentRuntime {
+    /// The session of `task` on `input` as the service runs it: the task's sampling, held to
+    /// `[agent] max_new_tokens` and seeded by `[agent] seed` when set, then `adjust`ed.
+    pub fn task_session(
+        &self,
+        task: voxloop_core::agent::Task,
+        input: voxloop_core::agent::TurnInput,
+        adjust: impl FnOnce(&mut voxloop_core::session::SamplingSettings),
+    ) -> voxloop_core::Result<voxloop_core::session::Session> {
+        let defaults = &self.defaults.sampling;
+        task.session(input, |sampling| {
+            sampling.max_new_tokens = sampling.max_new_tokens.min(defaults.max_new_tokens);
+            sampling.seed = defaults.seed;
+            adjust(sampling);
+        })
+    }
+}
+
 /// token2wav on its thread and the voices.
 pub struct VoiceRuntime {
     /// token2wav on its render thread.
@@ -250,8 +268,9 @@ pub fn load(
     let voice = load_voice(config)?;
     let (timbre, voice) = match voice {
         Some((library, start, token2wav_dir)) => {
-            let library = Arc::new(library);
-            let mut swapper = VoiceSwapper::new(Arc::clone(&library));
+            let voice = voice_runtime(config, library, start, token2wav_dir)?;
+            let mut swapper = VoiceSwapper::new(Arc::clone(&voice.library));
+            let library = &voice.library;
             if let Some(index) = &index {
                 match library.register(index) {
                     Ok(report) => {
@@ -263,15 +282,7 @@ pub fn load(
                 }
                 swapper = swapper.with_index(Arc::clone(index));
             }
-            let device = config.model.device.resolve()?;
-            let dir = token2wav_dir.clone();
-            let renderer = SpeechRenderer::spawn("voxloop-token2wav", move || {
-                Token2Wav::load(&dir, device)
-                    .map_err(|e| format!("loading token2wav from {}: {e}", dir.display()))
-            })?;
-            let timbre = TimbreRag::new(swapper);
-            let voice = VoiceRuntime { renderer, start, library, token2wav_dir };
-            (Some(timbre), Some(voice))
+            (Some(TimbreRag::new(swapper)), Some(voice))
         }
         None => (None, None),
     };
@@ -365,6 +376,29 @@ type LoadedVoice = (VoiceLibrary, Arc<VoiceProfile>, PathBuf);
 
 /// The voice library, the starting voice and the token2wav directory, when all are there. A directory or voice named in the
 /// configuration must exist; the defaults may be absent (then turns stream speech codes only).
+/// token2wav on its render thread with the voice library, when `[voice]` names both (see
+/// [`load_voice`]): what the task commands speak with.
+pub fn load_voice_runtime(config: &Config) -> anyhow::Result<Option<VoiceRuntime>> {
+    load_voice(config)?
+        .map(|(library, start, dir)| voice_runtime(config, library, start, dir))
+        .transpose()
+}
+
+fn voice_runtime(
+    config: &Config,
+    library: VoiceLibrary,
+    start: Arc<VoiceProfile>,
+    token2wav_dir: PathBuf,
+) -> anyhow::Result<VoiceRuntime> {
+    let device = config.model.device.resolve()?;
+    let dir = token2wav_dir.clone();
+    let renderer = SpeechRenderer::spawn("voxloop-token2wav", move || {
+        Token2Wav::load(&dir, device)
+            .map_err(|e| format!("loading token2wav from {}: {e}", dir.display()))
+    })?;
+    Ok(VoiceRuntime { renderer, start, library: Arc::new(library), token2wav_dir })
+}
+
 fn load_voice(config: &Config) -> anyhow::Result<Option<LoadedVoice>> {
     let Some((t2w_dir, explicit)) = config.token2wav_dir() else { return Ok(None) };
     if !t2w_dir.join("flow.yaml").is_file() {

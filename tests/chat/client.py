@@ -13,13 +13,13 @@ reports shapes, types and decoded audio properties, never judges the words.
 """
 
 import base64
-import io
 import json
+import os
 import re
 import sys
-import wave
 
-import openai
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from openai_shared import connect, refusal, wav_info  # noqa: E402
 
 # Greedy decoding with a fixed seed wherever two answers are compared.
 SEED = 7
@@ -65,31 +65,8 @@ CLOCK = {
 SYSTEM = {"role": "system", "content": "You are a terse assistant."}
 
 
-def connect(addr):
-    # No retries: a refused request must surface as the SDK's exception at once.
-    return openai.OpenAI(
-        base_url=f"http://{addr}/v1", api_key="unused", max_retries=0, timeout=300
-    )
-
-
 def model_id(client):
     return client.models.list().data[0].id
-
-
-def wav_info(data):
-    """What Python's `wave` module reads from WAV bytes (or why it could not)."""
-    info = {"riff": data[:4] == b"RIFF", "bytes": len(data)}
-    try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            info.update(
-                channels=w.getnchannels(),
-                sample_width=w.getsampwidth(),
-                frame_rate=w.getframerate(),
-                frames=w.getnframes(),
-            )
-    except (wave.Error, EOFError) as e:
-        info["error"] = str(e)
-    return info
 
 
 def completion_report(completion):
@@ -373,23 +350,6 @@ def cmd_stream(client, _args):
         )
         out[name] = {"plain": plain_report(plain), "stream": reassemble(stream)}
     return out
-
-
-def refusal(call):
-    """Runs `call`, which must raise the SDK's APIStatusError; what the exception carried."""
-    try:
-        call()
-    except openai.APIStatusError as e:
-        return {
-            "class": type(e).__name__,
-            "status": e.status_code,
-            "message": e.message,
-            "type": e.type,
-            "code": e.code,
-            "param": e.param,
-            "body": e.body,
-        }
-    return {"class": None}
 
 
 def cmd_errors(client, _args):

@@ -74,6 +74,7 @@ mod prompt;
 mod render;
 mod speech;
 mod stream;
+mod task;
 mod telemetry;
 mod toolset;
 mod turn;
@@ -92,6 +93,7 @@ pub use events::{AgentEvent, TurnEndReason, Usage};
 pub use render::{Rendered, SpeechRenderer, Utterances};
 pub use speech::{SpeechEngine, SpeechSink};
 pub use stream::{CancelHandle, TurnStream};
+pub use task::{TargetLanguage, Task, TaskOutput};
 
 use prefix::{CacheLine, PrefixStore};
 use toolset::ToolSet;
