@@ -161,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("audio: {} samples at {sample_rate} Hz", pcm.len())
             }
             AgentEvent::SpeechFailed { message } => println!("speech failed: {message}"),
+            // Non-text content of a call (a tool calls `ToolContext::attach`), for the client.
+            AgentEvent::ToolAttachment { id, content } => {
+                println!("call {id} attached {}", content["type"])
+            }
             AgentEvent::ApprovalRequested(request) => {
                 // No tool here is behind an approval policy; a front door would ask a person.
                 println!("approval asked for call {}", request.call_id)

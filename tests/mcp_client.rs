@@ -9,6 +9,7 @@ mod support;
 
 use std::path::Path;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use support::{create_session, http_request, json_body, Server, Sse};
 
@@ -50,6 +51,12 @@ fn serve(pyclients: &Path, starts: &Path, cancels: &Path) -> Server {
 
 /// One text-mode turn whose first step must call `tool`; its `tool_call` and `tool_result`.
 fn call(server: &Server, tool: &str) -> (Value, Value) {
+    let (called, result, _) = call_with_events(server, tool);
+    (called, result)
+}
+
+/// [`call`], with every event of the turn.
+fn call_with_events(server: &Server, tool: &str) -> (Value, Value, Vec<support::SseEvent>) {
     let body =
         json!({ "mode": "text", "tool_choice": tool, "max_steps": 1, "max_new_tokens": 160 });
     let id = create_session(server.addr, &body.to_string());
@@ -64,7 +71,7 @@ fn call(server: &Server, tool: &str) -> (Value, Value) {
         data("tool_call").into_iter().next().unwrap_or_else(|| panic!("no call: {events:?}"));
     assert_eq!(called["name"], tool, "a schema-valid call within the token limit: {events:?}");
     let result = data("tool_result").into_iter().find(|r| r["id"] == called["id"]).unwrap();
-    (called, result)
+    (called, result, events)
 }
 
 #[test]
@@ -111,9 +118,22 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     let output = result["output"].as_str().unwrap();
     assert!(output.starts_with("xxxx") && output.len() < 64 * 1024, "{} bytes", output.len());
 
-    // Non-text content is named with its type and size.
-    let (_, result) = call(&server, "py__picture");
+    // Non-text content is named with its type and size for the model, and reaches the client
+    // as the server gave it (before the call's result).
+    let (called, result, events) = call_with_events(&server, "py__picture");
     assert_eq!(result["output"], "[image image/png, 16 bytes]", "{result}");
+    let attached = events.iter().position(|e| e.event == "tool_attachment").expect("an attachment");
+    let finished = events.iter().position(|e| e.event == "tool_result").unwrap();
+    assert!(attached < finished, "{events:?}");
+    let attachment = json_body(&events[attached].data);
+    assert_eq!(attachment["id"], called["id"], "{attachment}");
+    let content = &attachment["content"];
+    assert_eq!(
+        (content["type"].as_str(), content["mimeType"].as_str()),
+        (Some("image"), Some("image/png"))
+    );
+    let png = base64::engine::general_purpose::STANDARD.decode(content["data"].as_str().unwrap());
+    assert_eq!(png.unwrap(), [b"\x89PNG\r\n\x1a\n".as_slice(), &[0u8; 8]].concat());
 
     let health = |server: &Server| {
         let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);

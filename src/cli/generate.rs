@@ -413,6 +413,7 @@ impl Printer {
             AgentEvent::ToolCallStarted { .. }
             | AgentEvent::ToolCallRequested { .. }
             | AgentEvent::ToolCallFinished { .. }
+            | AgentEvent::ToolAttachment { .. }
             | AgentEvent::ApprovalRequested(_)
             | AgentEvent::Usage { .. } => {}
         }

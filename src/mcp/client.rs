@@ -7,7 +7,8 @@
 //! cannot take is left out with a warning; the rest are unaffected.
 //!
 //! A result's text content is what the model reads; images, audio and resources are named
-//! with their media type and size (`[image/png, 2048 bytes]`). A result flagged `isError` is
+//! with their media type and size (`[image/png, 2048 bytes]`) and passed to the turn's
+//! clients as they are (`ToolContext::attach`: the session API's `tool_attachment` event). A result flagged `isError` is
 //! a failed call whose message the model reads. A server whose process died (or whose HTTP
 //! session ended) is started (connected) again
 //! at the next call to one of its tools, at most once per backoff period (1 s, doubling to
@@ -386,7 +387,7 @@ impl DynTool for McpTool {
     fn call_json<'a>(
         &'a self,
         args: Value,
-        _context: &'a ToolContext,
+        context: &'a ToolContext,
     ) -> BoxFuture<'a, Result<String, ToolError>> {
         Box::pin(async move {
             let arguments = match args {
@@ -417,6 +418,15 @@ impl DynTool for McpTool {
             let peer = self.server.peer().await?;
             match peer.call_tool(params).instrument(span).await {
                 Ok(result) => {
+                    // Images, audio and resources go to the turn's clients as the server gave
+                    // them; the model reads their description in the text.
+                    for block in
+                        result.content.iter().filter(|b| !matches!(b, ContentBlock::Text(_)))
+                    {
+                        if let Ok(content) = serde_json::to_value(block) {
+                            context.attach(content);
+                        }
+                    }
                     let text = render_content(&result.content, result.structured_content.as_ref());
                     if result.is_error == Some(true) {
                         Err(ToolError::new(ToolErrorKind::Execution, text))

@@ -104,6 +104,15 @@ pub enum AgentEvent {
     /// A tool call waits for approval (a policy asks before running it): answer through
     /// the request. Comes after the call's `ToolCallStarted`, before its `ToolCallFinished`.
     ApprovalRequested(ApprovalRequest),
+    /// Non-text content a running call returned (an MCP image, audio or resource block, as
+    /// the server gave it): for the client, not the model, which reads the call's text.
+    /// Comes between the call's `ToolCallStarted` and `ToolCallFinished`.
+    ToolAttachment {
+        /// The call id.
+        id: String,
+        /// The content.
+        content: Value,
+    },
     /// A tool call ended; its result (or error message) is what the model reads next.
     ToolCallFinished {
         /// The call id.

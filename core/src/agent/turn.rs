@@ -23,8 +23,8 @@ use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoi
 use crate::session::{AssistantTurn, Session, SessionSettings, ToolResultTurn, Turn};
 use crate::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
 use crate::tool::{
-    new_call_id, truncate_output, ApprovalAsker, ToolCall, ToolContext, ToolError, ToolErrorKind,
-    ToolResult,
+    new_call_id, truncate_output, ApprovalAsker, AttachmentSink, ToolCall, ToolContext, ToolError,
+    ToolErrorKind, ToolResult,
 };
 use crate::{Error, Result};
 
@@ -51,12 +51,16 @@ pub(super) async fn drive(
     cancel: CancelHandle,
 ) {
     let span = telemetry::invoke_agent(&agent.config, session.id());
-    let asker = out.clone();
+    let (asker, attached) = (out.clone(), out.clone());
     let context = ToolContext {
         session_id: Some(session.id().to_owned()),
         extensions: session.extensions().clone(),
         approvals: Some(ApprovalAsker::new(move |request| {
             asker.emit(AgentEvent::ApprovalRequested(request));
+        })),
+        call_id: None,
+        attachments: Some(AttachmentSink::new(move |id, content| {
+            attached.emit(AgentEvent::ToolAttachment { id: id.to_owned(), content });
         })),
     };
     let (input, client) = match begin {
@@ -435,6 +439,7 @@ impl TurnRun<'_> {
                     self.started(&call.id, &call.name, call.arguments.clone());
                     let mut call = call.clone();
                     call.context = self.context.clone();
+                    call.context.call_id = Some(call.id.clone());
                     runnable.push((i, call));
                 }
                 Err(error) => {

@@ -184,6 +184,31 @@ impl fmt::Debug for ApprovalAsker {
     }
 }
 
+/// Where the non-text content of a turn's calls goes (the images, audio and resources an MCP
+/// server returns): the agent loop puts one into every call's context, feeding the turn's
+/// event stream, so that clients get the content as the tool gave it while the model reads
+/// the call's text.
+#[derive(Clone)]
+pub struct AttachmentSink {
+    send: Arc<AttachFn>,
+}
+
+/// What an [`AttachmentSink`] calls: the call id and the content.
+type AttachFn = dyn Fn(&str, Value) + Send + Sync;
+
+impl AttachmentSink {
+    /// A sink that hands each piece of content, with its call's id, to `send`.
+    pub fn new(send: impl Fn(&str, Value) + Send + Sync + 'static) -> Self {
+        Self { send: Arc::new(send) }
+    }
+}
+
+impl fmt::Debug for AttachmentSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttachmentSink").finish_non_exhaustive()
+    }
+}
+
 /// The context of one tool call (see the module documentation).
 #[derive(Debug, Clone, Default)]
 pub struct ToolContext {
@@ -193,9 +218,25 @@ pub struct ToolContext {
     pub extensions: Extensions,
     /// Where approval questions about the call go (`None`: nobody can be asked).
     pub approvals: Option<ApprovalAsker>,
+    /// The call's id, when an agent turn made it.
+    pub call_id: Option<String>,
+    /// Where the call's non-text content goes (`None`: nobody receives it).
+    pub attachments: Option<AttachmentSink>,
 }
 
 impl ToolContext {
+    /// Passes `content` (e.g. an MCP content block, as JSON) to the turn's clients; whether
+    /// anyone receives it. The model does not see it: say what it is in the call's text.
+    pub fn attach(&self, content: Value) -> bool {
+        match (&self.attachments, &self.call_id) {
+            (Some(sink), Some(id)) => {
+                (sink.send)(id, content);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The extension of type `T`, if the session has one.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.extensions.get::<T>()

@@ -75,7 +75,8 @@ mod truncate;
 
 pub use call::{new_call_id, ToolCall, ToolResult};
 pub use context::{
-    Approval, ApprovalAsker, ApprovalRequest, Extensions, NoLongerWaiting, ToolContext,
+    Approval, ApprovalAsker, ApprovalRequest, AttachmentSink, Extensions, NoLongerWaiting,
+    ToolContext,
 };
 pub use dyn_tool::{render_output, DynTool};
 pub use error::{BoxError, ToolError, ToolErrorKind, Transient, MAX_MODEL_MESSAGE_BYTES};

@@ -158,6 +158,7 @@ impl Collector {
             // Only client tools are declared: nothing runs here, nothing asks for approval.
             AgentEvent::ToolCallStarted { .. }
             | AgentEvent::ToolCallFinished { .. }
+            | AgentEvent::ToolAttachment { .. }
             | AgentEvent::ApprovalRequested(_)
             | AgentEvent::Usage { .. }
             | AgentEvent::TurnFinished { .. } => Vec::new(),

@@ -286,6 +286,13 @@ impl Emitter {
                 tracing::warn!(error = %message, "speech rendering failed in a realtime response");
             }
             AgentEvent::AudioTokens(_) => {}
+            // Non-text content of a server-side call: no Realtime event carries it, so it
+            // goes as voxloop's own (clients ignore event types they do not know).
+            AgentEvent::ToolAttachment { id, content } => {
+                let fields =
+                    json!({ "response_id": self.response_id, "call_id": id, "content": content });
+                self.send("voxloop.tool_attachment", fields).await;
+            }
             AgentEvent::ToolCallStarted { id, name, arguments }
             | AgentEvent::ToolCallRequested { id, name, arguments } => {
                 self.close_message().await;

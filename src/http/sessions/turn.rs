@@ -145,6 +145,10 @@ async fn handle_event(
         AgentEvent::ToolCallRequested { id, name, arguments } => {
             out.send("tool_call", json!({ "id": id, "name": name, "arguments": arguments })).await
         }
+        // Non-text content of a call, as the tool gave it (the model read its description).
+        AgentEvent::ToolAttachment { id, content } => {
+            out.send("tool_attachment", json!({ "id": id, "content": content })).await
+        }
         AgentEvent::ToolCallFinished { id, name, outcome, duration } => {
             let mut data = json!({
                 "id": id,
