@@ -420,10 +420,21 @@ fn everything() -> Option<std::path::PathBuf> {
 /// SSE, and a turn's call runs there.
 #[test]
 fn a_server_that_speaks_only_http_sse_gives_its_tools_to_the_agent() {
+    everything_over_http("sse", "/sse", "old");
+}
+
+#[test]
+fn the_reference_server_over_streamable_http_gives_its_tools_to_the_agent() {
+    everything_over_http("streamableHttp", "/mcp", "web");
+}
+
+/// server-everything in `mode` on a free port, reached at `path` as the MCP server `name`:
+/// it runs, lists its tools, and its get-sum runs from an agent turn.
+fn everything_over_http(mode: &str, path: &str, name: &str) {
     let Some(bin) = everything() else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut sse = std::process::Command::new(&bin)
-        .arg("sse")
+    let mut process = std::process::Command::new(&bin)
+        .arg(mode)
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -433,20 +444,21 @@ fn a_server_that_speaks_only_http_sse_gives_its_tools_to_the_agent() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
-    assert!(listening, "the SSE server did not listen on {port}");
+    assert!(listening, "the {mode} server did not listen on {port}");
+    let tool = format!("{name}__get-sum");
     let server = serve_mcp(
-        &format!("url = \"http://127.0.0.1:{port}/sse\"\n"),
-        "[agent.policies]\nallow = [\"old__get-sum\"]\n",
-        "old",
+        &format!("url = \"http://127.0.0.1:{port}{path}\"\n"),
+        &format!("[agent.policies]\nallow = [{tool:?}]\n"),
+        name,
     );
     let health = json_body(&http_request(server.addr, "GET", "/healthz", None).1);
     assert_eq!(health["mcp_servers"][0]["state"], "running", "{health}");
     assert!(health["mcp_servers"][0]["tools"].as_u64().unwrap() >= 10, "{health}");
-    let (_, calls, results) = first_sum_turn(&server, "old");
-    check_sum(&calls, &results, "old__get-sum");
+    let (_, calls, results) = first_sum_turn(&server, name);
+    check_sum(&calls, &results, &tool);
     drop(server);
-    sse.kill().ok();
-    sse.wait().ok();
+    process.kill().ok();
+    process.wait().ok();
 }
 
 /// The service on the tiny model with the reference server (stdio) as `everything`, and
