@@ -99,6 +99,7 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
         tools.as_array().unwrap().iter().find(|t| t["function"]["name"] == "py__add").unwrap();
     assert_eq!(add["function"]["parameters"]["required"], json!(["a", "b"]));
     assert_eq!(add["function"]["parameters"]["properties"]["a"]["type"], "integer");
+    assert_eq!(add["mcp"], json!({ "server": "py", "state": "running" }), "{add}");
 
     // A schema-valid call runs on the server and its answer is the result.
     let (called, result) = call(&server, "py__echo");

@@ -97,6 +97,25 @@ fn health(config: &Config, parts: &Parts) -> Health {
     }
 }
 
+/// The `/v1/tools` listing: the schemas the model is told of, each MCP tool's entry with
+/// `"mcp": {"server", "state"}` (its server and whether it runs now) beside them.
+fn with_servers(json: String, clients: &McpClients) -> String {
+    let servers = clients.tool_servers();
+    let Ok(serde_json::Value::Array(mut tools)) = serde_json::from_str(&json) else {
+        return json;
+    };
+    if servers.is_empty() {
+        return json;
+    }
+    for tool in &mut tools {
+        let name = tool["function"]["name"].as_str().unwrap_or_default();
+        if let Some((server, state)) = servers.get(name) {
+            tool["mcp"] = serde_json::json!({ "server": server, "state": state });
+        }
+    }
+    serde_json::Value::Array(tools).to_string()
+}
+
 /// What the service serves, besides its configuration.
 pub struct Parts {
     /// The audio index, when one exists.
@@ -124,6 +143,7 @@ pub fn router(config: &Config, parts: Parts) -> Router {
     let agent = parts.agent.clone();
     let tool_schemas = parts.tool_schemas.clone();
     let agent_tools = parts.agent.clone();
+    let mcp_clients = Arc::clone(&parts.mcp_clients);
     let mcp = parts.mcp.clone();
     let parts = Arc::new(parts);
     Router::new()
@@ -141,7 +161,10 @@ pub fn router(config: &Config, parts: Parts) -> Router {
                     }
                     None => tool_schemas,
                 };
-                Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json))
+                Ok((
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    with_servers(json, &mcp_clients),
+                ))
             }),
         )
         .route("/v1/audio/search", get(audio::search))

@@ -556,6 +556,20 @@ impl McpClients {
         self.changes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
+    /// The server each MCP tool comes from, by registered tool name: `(server, state)` with
+    /// the state as [`health`](Self::health) says it.
+    pub fn tool_servers(&self) -> std::collections::HashMap<String, (String, &'static str)> {
+        let mut servers = std::collections::HashMap::new();
+        for server in &self.started {
+            let down = server.down_since.lock().map(|e| e.is_some()).unwrap_or(false);
+            let state = if down { "down" } else { "running" };
+            for tool in server.listed().tools {
+                servers.insert(tool.name().to_owned(), (server.name().to_owned(), state));
+            }
+        }
+        servers
+    }
+
     /// Each server's state.
     pub fn health(&self) -> Vec<McpServerHealth> {
         let started = self.started.iter().map(|server| {
