@@ -227,6 +227,11 @@ fn serve_pulls_its_model_id_on_first_start_or_starts_without_it() {
     same_files(&dir, &files);
     let report = health(&server);
     assert_eq!(report["agent"]["model_dir"], dir.display().to_string(), "{report}");
+    // VOXLOOP_DEVICE=cpu: f32 weights on the CPU.
+    assert_eq!(
+        (report["agent"]["device"].as_str(), report["agent"]["dtype"].as_str()),
+        (Some("cpu"), Some("f32"))
+    );
     drop(server);
 
     // A complete pull is used as it is: no request reaches the (now unreachable) hub.

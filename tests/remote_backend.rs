@@ -77,6 +77,7 @@ fn a_turn_on_the_remote_model_reports_what_the_model_says_in_process() {
     let b = serve_over(a.addr, "");
     let health = json_body(http_get(b.addr, "/healthz").split("\r\n\r\n").nth(1).unwrap());
     assert_eq!(health["agent"]["backend"], "openai", "{health}");
+    assert!(health["agent"]["device"].is_null(), "the weights are elsewhere: {health}");
     assert_eq!(health["agent"]["model_url"], format!("http://{}/v1", a.addr), "{health}");
 
     let turn = audio_turn();

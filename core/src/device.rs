@@ -50,7 +50,19 @@ impl DeviceSpec {
         let available = tch::Cuda::device_count().max(0) as usize;
         match self {
             Self::Auto if available > 0 => Ok(tch::Device::Cuda(0)),
-            Self::Auto | Self::Cpu => Ok(tch::Device::Cpu),
+            Self::Auto => {
+                // A CUDA build of libtorch on a host without a usable GPU, or a CPU build:
+                // said once per process (the model and token2wav both resolve the device).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::info!(
+                        cuda_built = tch::utils::has_cuda(),
+                        "device auto: no CUDA device is available, running on the CPU"
+                    );
+                });
+                Ok(tch::Device::Cpu)
+            }
+            Self::Cpu => Ok(tch::Device::Cpu),
             Self::Cuda(index) if index < available => Ok(tch::Device::Cuda(index)),
             Self::Cuda(index) => Err(Error::CudaUnavailable { index, available }),
         }

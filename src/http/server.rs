@@ -38,6 +38,10 @@ pub struct AgentHealth {
     pub backend: &'static str,
     /// The remote server's API base URL (`null` for a local model).
     pub model_url: Option<String>,
+    /// Where the weights are (`cpu`, `cuda:0`) and in which dtype (`f32`, `bf16`); `null`
+    /// for a remote model.
+    pub device: Option<String>,
+    pub dtype: Option<&'static str>,
     /// The tools the model is told of.
     pub tools: Vec<String>,
     /// Those of them whose calls wait for the client's approval.
@@ -76,6 +80,15 @@ fn health(config: &Config, parts: &Parts) -> Health {
             model_dir: rt.model_dir.display().to_string(),
             backend: if rt.agent.remote_model().is_some() { "openai" } else { "local" },
             model_url: rt.agent.remote_model().map(|m| m.config().url.clone()),
+            device: rt.agent.placement().map(|(device, _)| match device {
+                tch::Device::Cuda(n) => format!("cuda:{n}"),
+                _ => "cpu".to_owned(),
+            }),
+            dtype: rt.agent.placement().map(|(_, kind)| match kind {
+                tch::Kind::BFloat16 => "bf16",
+                tch::Kind::Half => "f16",
+                _ => "f32",
+            }),
             tools: rt.agent.tools().names().map(str::to_owned).collect(),
             approval_required: rt
                 .agent

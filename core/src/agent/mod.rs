@@ -239,6 +239,8 @@ pub struct Agent {
     epoch: AtomicU64,
     /// Held for the whole of a turn: one turn at a time uses the model.
     lease: tokio::sync::Mutex<()>,
+    /// Where [`Agent::load`] put the weights, and in which dtype.
+    placement: Option<(tch::Device, Kind)>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -291,6 +293,7 @@ impl Agent {
             instance: NEXT_AGENT.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
             lease: tokio::sync::Mutex::new(()),
+            placement: None,
         })
     }
 
@@ -313,7 +316,15 @@ impl Agent {
             model.set_audio_patch_id(patch);
             Ok(model)
         })?;
-        Self::new(worker, tokenizer, tools, config)
+        let mut agent = Self::new(worker, tokenizer, tools, config)?;
+        agent.placement = Some((device, kind));
+        Ok(agent)
+    }
+
+    /// The device and dtype the weights were loaded on (`None` for an agent made from a
+    /// running worker, or over a remote model).
+    pub fn placement(&self) -> Option<(tch::Device, Kind)> {
+        self.placement
     }
 
     /// Replaces the logits-mask factory (kept when [`replace_tools`](Self::replace_tools)
