@@ -56,6 +56,15 @@ fn the_sample_library_is_built_and_indexed_with_honest_descriptions() {
         let hits = search(&index, &["short bell ding", "--kind", "sound", "--k", "3"]);
         let top = hits[0]["item"]["path"].as_str().unwrap();
         assert!(top.ends_with("freedesktop/bell.oga"), "recorded sounds are indexed: {hits}");
+        // The theme plays one file for several events: one item, each event's entry an alias
+        // that is found by its own words, and the ingest says which entries merged.
+        assert!(log.contains("merged") && !log.contains(" 0 merged"), "{log}");
+        let hits = search(&index, &["screen capture", "--kind", "sound", "--k", "1"]);
+        let aliases = hits[0]["item"]["aliases"].as_array().cloned().unwrap_or_default();
+        assert!(
+            aliases.iter().any(|a| a["path"].as_str().unwrap().ends_with("screen-capture.oga")),
+            "the screen-capture entry is an alias of the item with its audio: {hits}"
+        );
     } else {
         eprintln!("sound-theme-freedesktop not installed: recorded sounds not checked");
     }

@@ -221,6 +221,7 @@ fn main() -> anyhow::Result<()> {
             tags: vec![],
             transcript: None,
             attributes: Default::default(),
+            aliases: Vec::new(),
         })
         .collect();
     let queries: Vec<String> = (0..n_queries).map(query).collect();

@@ -77,6 +77,7 @@ impl LabelledItem {
                 source: self.source.clone(),
                 license: None,
             },
+            aliases: Vec::new(),
         }
     }
 }

@@ -294,6 +294,7 @@ fn prepare(p: &Planned, options: &IngestOptions) -> std::result::Result<NewItem,
             source: e.source.clone(),
             license: e.license.clone(),
         },
+        aliases: Vec::new(),
     }
     .normalized()
     .map_err(|e| e.to_string())?;
@@ -336,6 +337,8 @@ pub fn ingest(
         report.items.added += added.added;
         report.items.updated += added.updated;
         report.items.unchanged += added.unchanged;
+        report.items.merged += added.merged;
+        report.items.merges.extend(added.merges);
         done += chunk.len();
         progress(Progress { done, total, failed: failed.len() });
     }

@@ -213,6 +213,22 @@ pub struct AudioItem {
     /// Gender, age band, language, style, source, license.
     #[serde(default)]
     pub attributes: Attributes,
+    /// Other entries with the same audio (a sound theme's one file for two events): each
+    /// keeps its path, description and tags, all searchable as this item's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
+}
+
+/// Another entry of an item's audio: its own path, description and tags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    /// Where that entry's file is.
+    pub path: PathBuf,
+    /// What that entry says it is.
+    pub description: String,
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl AudioItem {
@@ -241,6 +257,17 @@ impl AudioItem {
             }
         }
         self.tags = tags;
+        let primary = self.path.clone();
+        let mut aliases: Vec<Alias> = Vec::with_capacity(self.aliases.len());
+        for mut alias in std::mem::take(&mut self.aliases) {
+            alias.description = alias.description.trim().to_string();
+            alias.tags =
+                alias.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+            if alias.path != primary && !aliases.iter().any(|a| a.path == alias.path) {
+                aliases.push(alias);
+            }
+        }
+        self.aliases = aliases;
         self.transcript =
             self.transcript.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(String::from);
         self.attributes.normalize();
@@ -251,10 +278,43 @@ impl AudioItem {
     /// left out on purpose: what a voice says is not what it sounds like (it is still searched
     /// by BM25).
     pub fn embedding_text(&self) -> String {
-        if self.tags.is_empty() {
-            self.description.clone()
+        // Aliases' descriptions and tags follow the item's own, so one vector finds each.
+        let descriptions: Vec<&str> = std::iter::once(self.description.as_str())
+            .chain(self.aliases.iter().map(|a| a.description.as_str()).filter(|d| !d.is_empty()))
+            .collect();
+        let mut tags: Vec<&str> = self.tags.iter().map(String::as_str).collect();
+        for tag in self.aliases.iter().flat_map(|a| &a.tags) {
+            if !tags.contains(&tag.as_str()) {
+                tags.push(tag);
+            }
+        }
+        let text = descriptions.join("; ");
+        if tags.is_empty() {
+            text
         } else {
-            format!("{}. {}", self.description, self.tags.join(", "))
+            format!("{text}. {}", tags.join(", "))
+        }
+    }
+
+    /// Takes `other`, an entry of the same audio from another path, as an alias (replacing an
+    /// alias of that path); whether anything changed. An entry of the item's own path is not
+    /// an alias: it replaces the item's metadata (see `AudioIndex::add`).
+    pub fn merge(&mut self, other: &AudioItem) -> bool {
+        let alias = Alias {
+            path: other.path.clone(),
+            description: other.description.clone(),
+            tags: other.tags.clone(),
+        };
+        match self.aliases.iter_mut().find(|a| a.path == alias.path) {
+            Some(existing) if *existing == alias => false,
+            Some(existing) => {
+                *existing = alias;
+                true
+            }
+            None => {
+                self.aliases.push(alias);
+                true
+            }
         }
     }
 
@@ -280,7 +340,33 @@ mod tests {
             tags: vec![" rain".into(), "".into(), "rain ".into(), "雨".into()],
             transcript: Some("  ".into()),
             attributes: Attributes { language: Some(" EN ".into()), ..Default::default() },
+            aliases: Vec::new(),
         }
+    }
+
+    #[test]
+    fn entries_of_the_same_audio_become_aliases_and_are_all_embedded() {
+        let mut first = item().normalized().unwrap();
+        let other = AudioItem {
+            path: PathBuf::from("/x/network.wav"),
+            description: "network connected".into(),
+            tags: vec!["network".into(), "rain".into()],
+            ..item()
+        };
+        assert!(first.merge(&other), "a new alias");
+        assert!(!first.merge(&other), "the same alias again changes nothing");
+        let edited = AudioItem { description: "network up".into(), ..other.clone() };
+        assert!(first.merge(&edited), "that path's alias is replaced");
+        assert_eq!(first.aliases.len(), 1);
+        assert_eq!(first.embedding_text(), "rain on a roof; network up. rain, 雨, network");
+        // An alias of the item's own path, or a repeated one, is dropped on normalising.
+        first.aliases.push(Alias {
+            path: first.path.clone(),
+            description: "x".into(),
+            tags: vec![],
+        });
+        first.aliases.push(first.aliases[0].clone());
+        assert_eq!(first.normalized().unwrap().aliases.len(), 1);
     }
 
     #[test]

@@ -47,6 +47,9 @@ use crate::{Error, Result};
 /// Writer memory budget (Tantivy's per-thread minimum is 15 MB).
 const WRITER_BUDGET: usize = 50_000_000;
 
+/// The facet that counts an item's aliases (`/aliases/N`), for `stats`.
+const ALIASES_FACET: &str = "aliases";
+
 /// BM25 field boosts: description and tags count fully, the transcript (what is said, not how
 /// it sounds) a bit less.
 const TEXT_FIELDS: [(&str, f32); 3] = [("description", 1.0), ("tags", 1.0), ("transcript", 0.7)];
@@ -145,6 +148,17 @@ impl TextIndex {
         doc.add_text(f.text[0], &item.description);
         for tag in &item.tags {
             doc.add_text(f.text[1], tag);
+        }
+        // Entries of the same audio under other names are found by their words too.
+        for alias in &item.aliases {
+            doc.add_text(f.text[0], &alias.description);
+            for tag in &alias.tags {
+                doc.add_text(f.text[1], tag);
+            }
+        }
+        if !item.aliases.is_empty() {
+            let count = item.aliases.len().to_string();
+            doc.add_facet(f.facets, Facet::from_path([ALIASES_FACET, count.as_str()]));
         }
         if let Some(t) = &item.transcript {
             doc.add_text(f.text[2], t);
@@ -325,6 +339,23 @@ impl TextIndex {
     }
 
     /// For each keyword field, how many documents have each value.
+    /// How many entries are kept as aliases of other items (their sum over the items).
+    pub fn alias_count(&self) -> Result<u64> {
+        let mut collector = FacetCollector::for_field("facets");
+        collector.add_facet(Facet::from_path([ALIASES_FACET]));
+        let counts = self
+            .reader
+            .searcher()
+            .search(&tantivy::query::AllQuery, &collector)
+            .map_err(|e| Error::tantivy(format!("count the aliases of {}", self.label), e))?;
+        Ok(counts
+            .get(Facet::from_path([ALIASES_FACET]))
+            .filter_map(|(facet, items)| {
+                facet.to_path().last().and_then(|n| n.parse::<u64>().ok()).map(|n| n * items)
+            })
+            .sum())
+    }
+
     pub fn facet_counts(&self) -> Result<BTreeMap<&'static str, BTreeMap<String, u64>>> {
         let mut collector = FacetCollector::for_field("facets");
         for name in fields::KEYWORDS {

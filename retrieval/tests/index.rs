@@ -47,6 +47,7 @@ fn item(
             language: Some(language.to_string()),
             ..Default::default()
         },
+        aliases: Vec::new(),
     }
 }
 
@@ -387,4 +388,59 @@ fn manifests_resolve_paths_relative_to_themselves() {
         index.search(&SearchRequest::new("hello", 1).with_retriever(Retriever::Bm25)).unwrap();
     assert_eq!(hit[0].item.description, "second clip");
     assert_eq!(hit[0].item.kind, ItemKind::Timbre);
+}
+
+/// A sound theme's one file under two events (and a third copy elsewhere): one item, every
+/// entry's description and tags searchable, the merge reported; ingesting again, in batches
+/// that split the copies apart, changes nothing.
+#[test]
+fn identical_audio_under_several_entries_is_one_item_with_aliases() {
+    let lib = tempfile::tempdir().unwrap();
+    let clip = common::wav_bytes(440.0, 0.5, 16_000);
+    write(&lib.path().join("theme/device-added.wav"), &clip);
+    write(&lib.path().join("theme/network-connected.wav"), &clip);
+    write(&lib.path().join("copy/plug.wav"), &clip);
+    write(&lib.path().join("theme/other.wav"), &common::wav_bytes(220.0, 0.5, 16_000));
+    write(
+        &lib.path().join("set.jsonl"),
+        concat!(
+            r#"{"path":"theme/device-added.wav","description":"device plugged in","tags":["usb"]}"#, "\n",
+            r#"{"path":"theme/network-connected.wav","description":"network connected","tags":["wifi"]}"#, "\n",
+            r#"{"path":"theme/other.wav","description":"a low hum"}"#, "\n",
+            r#"{"path":"copy/plug.wav","description":"接上设备的提示音"}"#, "\n",
+        )
+        .as_bytes(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let index = open(dir.path());
+    let manifest = Source::Manifest(lib.path().join("set.jsonl"));
+    let report = ingest(&index, &manifest, &IngestOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!((report.total, report.items.added, report.items.merged), (4, 2, 2), "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    let into: Vec<_> = report.items.merges.iter().map(|m| m.into.clone()).collect();
+    assert!(into.iter().all(|p| p.ends_with("theme/device-added.wav")), "{report:?}");
+    assert_eq!(index.text().num_docs(), 2);
+    assert_eq!(index.stats().unwrap().merged_entries, 2);
+
+    for (query, retriever) in [
+        ("network connected", Retriever::Bm25),
+        ("wifi", Retriever::Bm25),
+        ("设备", Retriever::Bm25),
+        ("device plugged in", Retriever::Vector),
+        ("network connected", Retriever::Vector),
+    ] {
+        let hits = index.search(&SearchRequest::new(query, 1).with_retriever(retriever)).unwrap();
+        assert_eq!(hits[0].item.description, "device plugged in", "{query} ({retriever:?})");
+        assert_eq!(hits[0].item.aliases.len(), 2, "{query}");
+    }
+
+    // Again, one entry per batch: the first entry keeps its aliases, the others are known.
+    let one_by_one = IngestOptions { batch_size: 1, ..IngestOptions::default() };
+    let again = ingest(&index, &manifest, &one_by_one, &mut |_| {}).unwrap();
+    assert_eq!(
+        (again.items.added, again.items.updated, again.items.merged),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(again.items.unchanged, 4);
 }

@@ -43,6 +43,7 @@ fn item(n: u64) -> AudioItem {
             language: Some(if n % 3 == 0 { "zh" } else { "en" }.to_string()),
             ..Default::default()
         },
+        aliases: Vec::new(),
     }
 }
 

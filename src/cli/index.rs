@@ -225,15 +225,23 @@ pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
             for bad in &report.failed {
                 eprintln!("skipped {}: {}", bad.path, bad.reason);
             }
+            for merge in &report.items.merges {
+                eprintln!(
+                    "merged {} into {} (the same audio; its description and tags are kept)",
+                    merge.path.display(),
+                    merge.into.display()
+                );
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "{} entries: {} added, {} updated, {} unchanged, {} skipped",
+                    "{} entries: {} added, {} updated, {} unchanged, {} merged, {} skipped",
                     report.total,
                     report.items.added,
                     report.items.updated,
                     report.items.unchanged,
+                    report.items.merged,
                     report.failed.len()
                 );
             }
@@ -261,6 +269,10 @@ pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
             println!("index {}", dir.display());
             println!("items: {} ({} vectors, {})", stats.items, stats.vector_points, stats.backend);
             println!("text embedder: {}", stats.text_embedder);
+            println!(
+                "merged entries (aliases of items with the same audio): {}",
+                stats.merged_entries
+            );
             for (field, values) in &stats.values {
                 if !values.is_empty() {
                     let list: Vec<String> =

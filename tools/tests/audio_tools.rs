@@ -26,6 +26,7 @@ fn sound(name: &str, description: &str) -> NewItem {
             tags: vec![],
             transcript: None,
             attributes: Default::default(),
+            aliases: Vec::new(),
         },
         speaker: None,
     }

@@ -227,6 +227,7 @@ impl VoiceLibrary {
             tags,
             transcript: attr("transcript").map(str::to_string),
             attributes,
+            aliases: Vec::new(),
         };
         Ok(Some(item))
     }

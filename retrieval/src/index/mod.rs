@@ -95,7 +95,7 @@ pub struct NewItem {
 }
 
 /// What [`AudioIndex::add`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AddReport {
     /// New ids.
     pub added: usize,
@@ -103,6 +103,21 @@ pub struct AddReport {
     pub updated: usize,
     /// Ids already present with identical metadata (nothing written).
     pub unchanged: usize,
+    /// Entries whose audio another entry (another path) already has: kept as aliases of that
+    /// item (see [`AudioItem::merge`]).
+    pub merged: usize,
+    /// Those entries: each merged path and the path of the item it joined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merges: Vec<Merge>,
+}
+
+/// An entry kept as an alias of an item with the same audio.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Merge {
+    /// The entry's file.
+    pub path: PathBuf,
+    /// The file of the item it joined.
+    pub into: PathBuf,
 }
 
 /// What [`AudioIndex::reconcile`] repaired.
@@ -156,6 +171,8 @@ pub struct IndexStats {
     pub backend: &'static str,
     /// The text embedder.
     pub text_embedder: String,
+    /// Entries kept as aliases of an item with the same audio.
+    pub merged_entries: u64,
     /// Per keyword field, items per value.
     pub values: BTreeMap<&'static str, BTreeMap<String, u64>>,
 }
@@ -365,27 +382,72 @@ impl AudioIndex {
     /// already indexed with identical metadata are skipped without embedding; within the batch
     /// the last item with a given id wins.
     pub fn add(&self, items: Vec<NewItem>) -> Result<AddReport> {
+        let mut report = AddReport::default();
+        // Entries of one audio: the first path's entry is the item, the others its aliases;
+        // a later entry of the same path replaces that path's metadata.
         let mut by_id: BTreeMap<ItemId, NewItem> = BTreeMap::new();
         for mut new in items {
             new.item = new.item.normalized()?;
-            by_id.insert(new.item.id, new);
+            match by_id.get_mut(&new.item.id) {
+                Some(first) if first.item.path != new.item.path => {
+                    first.item.merge(&new.item);
+                    report.merged += 1;
+                    report
+                        .merges
+                        .push(Merge { path: new.item.path, into: first.item.path.clone() });
+                }
+                _ => {
+                    by_id.insert(new.item.id, new);
+                }
+            }
         }
         let _writing = self.lock_writes();
         let ids: Vec<ItemId> = by_id.keys().copied().collect();
         let existing = self.text.get_many(&ids)?;
-        let mut report = AddReport::default();
         let mut todo: Vec<NewItem> = Vec::new();
-        for (id, new) in by_id {
-            match existing.get(&id) {
-                Some(old) if *old == new.item => report.unchanged += 1,
-                Some(_) => {
+        for (id, mut new) in by_id {
+            let Some(old) = existing.get(&id) else {
+                report.added += 1;
+                todo.push(new);
+                continue;
+            };
+            if old.path == new.item.path {
+                // The same entry again: its metadata replaces the old, its aliases stay.
+                let mut aliases = old.aliases.clone();
+                for alias in std::mem::take(&mut new.item.aliases) {
+                    match aliases.iter_mut().find(|a| a.path == alias.path) {
+                        Some(kept) => *kept = alias,
+                        None => aliases.push(alias),
+                    }
+                }
+                new.item.aliases = aliases;
+                if *old == new.item {
+                    report.unchanged += 1;
+                } else {
                     report.updated += 1;
                     todo.push(new);
                 }
-                None => {
-                    report.added += 1;
-                    todo.push(new);
-                }
+                continue;
+            }
+            // Another entry of audio already indexed: an alias of the indexed item.
+            let mut merged = old.clone();
+            let mut changed = merged.merge(&new.item);
+            for alias in &new.item.aliases {
+                let entry = AudioItem {
+                    path: alias.path.clone(),
+                    description: alias.description.clone(),
+                    tags: alias.tags.clone(),
+                    aliases: Vec::new(),
+                    ..old.clone()
+                };
+                changed |= alias.path != merged.path && merged.merge(&entry);
+            }
+            if changed {
+                report.merged += 1;
+                report.merges.push(Merge { path: new.item.path.clone(), into: old.path.clone() });
+                todo.push(NewItem { item: merged.normalized()?, speaker: new.speaker });
+            } else {
+                report.unchanged += 1;
             }
         }
         if todo.is_empty() {
@@ -491,6 +553,7 @@ impl AudioIndex {
             vector_points: self.vectors.count()?,
             backend: self.vectors.backend(),
             text_embedder: self.embedder.id().to_string(),
+            merged_entries: self.text.alias_count()?,
             values: self.text.facet_counts()?,
         })
     }
