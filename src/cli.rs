@@ -1,5 +1,6 @@
 //! The command-line subcommands other than `serve`: `generate`, `index`/`search` and `voice`.
 
+pub mod caption;
 pub mod eval;
 pub mod generate;
 pub mod index;

@@ -222,3 +222,51 @@ fn the_cli_runs_each_task() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.wav"));
 }
+
+#[test]
+fn indexed_clips_are_captioned_by_the_model_and_a_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    for (name, seconds) in [("a.wav", 0.6), ("b.wav", 0.8), ("c.wav", 1.0)] {
+        std::fs::write(lib.join(name), support::tone_wav(seconds)).unwrap();
+    }
+    let lib = lib.to_str().unwrap();
+    voxloop(tmp.path(), &["index", "add", lib, "--embedder", "hashing"]);
+    let caption = |extra: &[&str]| -> Value {
+        let mut args = vec!["index", "caption", "--json", "--max-new-tokens", "12", "--seed", "3"];
+        args.extend(extra);
+        serde_json::from_str(&voxloop(tmp.path(), &args)).unwrap()
+    };
+    // Two now (written back one at a time), the third by the next run, then nothing to do.
+    let first = caption(&["--max-items", "2", "--caption-batch", "1"]);
+    assert_eq!(
+        (first["captioned"].as_u64(), first["left"].as_u64()),
+        (Some(2), Some(1)),
+        "{first}"
+    );
+    let second = caption(&[]);
+    assert_eq!(
+        (second["captioned"].as_u64(), second["already"].as_u64()),
+        (Some(1), Some(2)),
+        "{second}"
+    );
+    let third = caption(&[]);
+    assert_eq!(
+        (third["captioned"].as_u64(), third["already"].as_u64()),
+        (Some(0), Some(3)),
+        "{third}"
+    );
+
+    let hits: Value =
+        serde_json::from_str(&voxloop(tmp.path(), &["search", "a tone", "--k", "3", "--json"]))
+            .unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    for hit in hits {
+        let caption = &hit["item"]["caption"];
+        assert_eq!(caption["model"], "tiny_a", "marked with the checkpoint that wrote it: {hit}");
+        assert!(caption["en"].is_string() && caption["zh"].is_string(), "{hit}");
+    }
+    // That captions are searched is checked in retrieval/tests/index.rs.
+}

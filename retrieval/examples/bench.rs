@@ -222,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             transcript: None,
             attributes: Default::default(),
             aliases: Vec::new(),
+            caption: None,
         })
         .collect();
     let queries: Vec<String> = (0..n_queries).map(query).collect();

@@ -78,6 +78,7 @@ impl LabelledItem {
                 license: None,
             },
             aliases: Vec::new(),
+            caption: None,
         }
     }
 }

@@ -295,6 +295,7 @@ fn prepare(p: &Planned, options: &IngestOptions) -> std::result::Result<NewItem,
             license: e.license.clone(),
         },
         aliases: Vec::new(),
+        caption: None,
     }
     .normalized()
     .map_err(|e| e.to_string())?;

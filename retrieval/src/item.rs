@@ -217,6 +217,21 @@ pub struct AudioItem {
     /// keeps its path, description and tags, all searchable as this item's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<Alias>,
+    /// What the speech LLM heard in the clip (`voxloop index caption`): generated, not
+    /// written by a person, and searchable beside the description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<Caption>,
+}
+
+/// A description the model generated from the audio, in English and Chinese.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Caption {
+    /// Upstream's captioning prompt's answer (English).
+    pub en: String,
+    /// The detailed description upstream's audio-analysis prompt asks for (Chinese).
+    pub zh: String,
+    /// The checkpoint that wrote it.
+    pub model: String,
 }
 
 /// Another entry of an item's audio: its own path, description and tags.
@@ -288,7 +303,13 @@ impl AudioItem {
                 tags.push(tag);
             }
         }
-        let text = descriptions.join("; ");
+        let mut text = descriptions.join("; ");
+        if let Some(caption) = &self.caption {
+            for said in [&caption.en, &caption.zh].into_iter().filter(|t| !t.is_empty()) {
+                text.push_str("; ");
+                text.push_str(said);
+            }
+        }
         if tags.is_empty() {
             text
         } else {
@@ -341,6 +362,7 @@ mod tests {
             transcript: Some("  ".into()),
             attributes: Attributes { language: Some(" EN ".into()), ..Default::default() },
             aliases: Vec::new(),
+            caption: None,
         }
     }
 

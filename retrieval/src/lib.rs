@@ -41,6 +41,6 @@ pub use embed::{HashingEmbedder, MiniLm, TextEmbedder};
 pub use error::{Error, Result};
 pub use filter::ItemFilter;
 pub use index::{AudioIndex, Audit, IndexOptions, IndexStats};
-pub use item::{AgeBand, Attributes, AudioItem, Gender, ItemId, ItemKind};
+pub use item::{AgeBand, Alias, Attributes, AudioItem, Caption, Gender, ItemId, ItemKind};
 pub use search::{Hit, MatchReason, Retriever, SearchRequest};
 pub use vector::{EdgeStore, VectorStore};

@@ -156,6 +156,10 @@ impl TextIndex {
                 doc.add_text(f.text[1], tag);
             }
         }
+        if let Some(caption) = &item.caption {
+            doc.add_text(f.text[0], &caption.en);
+            doc.add_text(f.text[0], &caption.zh);
+        }
         if !item.aliases.is_empty() {
             let count = item.aliases.len().to_string();
             doc.add_facet(f.facets, Facet::from_path([ALIASES_FACET, count.as_str()]));

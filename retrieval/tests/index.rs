@@ -48,6 +48,7 @@ fn item(
             ..Default::default()
         },
         aliases: Vec::new(),
+        caption: None,
     }
 }
 
@@ -443,4 +444,29 @@ fn identical_audio_under_several_entries_is_one_item_with_aliases() {
         "{again:?}"
     );
     assert_eq!(again.items.unchanged, 4);
+}
+
+/// A generated caption is searched beside the description, by BM25 and by its vector.
+#[test]
+fn captions_are_searched_beside_descriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = open(dir.path());
+    let mut captioned = item("hum", ItemKind::Sound, "audio clip 0001", None, "en");
+    captioned.caption = Some(voxloop_retrieval::Caption {
+        en: "A kettle whistles in a kitchen.".into(),
+        zh: "厨房里水壶在鸣叫。".into(),
+        model: "tiny_a".into(),
+    });
+    let other = item("bird", ItemKind::Sound, "a bird sings", None, "en");
+    let new = |item: AudioItem| NewItem { item, speaker: None };
+    index.add(vec![new(captioned), new(other)]).unwrap();
+    for (query, retriever) in [
+        ("kettle", Retriever::Bm25),
+        ("水壶", Retriever::Bm25),
+        ("kettle whistles", Retriever::Vector),
+    ] {
+        let hits = index.search(&SearchRequest::new(query, 1).with_retriever(retriever)).unwrap();
+        assert_eq!(hits[0].item.description, "audio clip 0001", "{query} ({retriever:?})");
+        assert_eq!(hits[0].item.caption.as_ref().unwrap().model, "tiny_a");
+    }
 }

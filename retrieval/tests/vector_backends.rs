@@ -44,6 +44,7 @@ fn item(n: u64) -> AudioItem {
             ..Default::default()
         },
         aliases: Vec::new(),
+        caption: None,
     }
 }
 

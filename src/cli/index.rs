@@ -77,6 +77,21 @@ enum IndexCommand {
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Then have the speech LLM caption every item without a caption (see `index
+        /// caption`).
+        #[arg(long)]
+        caption: bool,
+        #[command(flatten)]
+        captioning: crate::cli::caption::CaptionArgs,
+    },
+    /// Have the speech LLM of [model] dir describe each item without a caption (English and
+    /// Chinese, upstream's prompts), kept as generated captions and searched; resumable.
+    Caption {
+        #[command(flatten)]
+        captioning: crate::cli::caption::CaptionArgs,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove items by id.
     Rm {
@@ -203,7 +218,7 @@ pub fn open_existing(config: &Config) -> anyhow::Result<Option<AudioIndex>> {
 pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
     let dir = index_dir(config, &args.location);
     match args.command {
-        IndexCommand::Add { path, kind, embedder, batch, json } => {
+        IndexCommand::Add { path, kind, embedder, batch, json, caption, captioning } => {
             let default_kind: ItemKind = kind.parse()?;
             if !path.exists() {
                 bail!("{}: no such file or folder", path.display());
@@ -245,7 +260,17 @@ pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
                     report.failed.len()
                 );
             }
+            if caption {
+                caption_and_report(config, &index, &captioning, json)?;
+            }
             Ok(())
+        }
+        IndexCommand::Caption { captioning, json } => {
+            if AudioIndex::read_meta(&dir)?.is_none() {
+                bail!("no index in {} (create one with `voxloop index add`)", dir.display());
+            }
+            let index = open(&dir, EmbedderChoice::Minilm)?;
+            caption_and_report(config, &index, &captioning, json)
         }
         IndexCommand::Rm { ids } => {
             let ids = ids.iter().map(|s| s.parse::<ItemId>()).collect::<Result<Vec<_>, _>>()?;
@@ -353,6 +378,32 @@ pub fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
             item.duration_s,
             item.path.display(),
             hit.reason
+        );
+    }
+    Ok(())
+}
+
+/// Runs the captioning and prints its report.
+fn caption_and_report(
+    config: &Config,
+    index: &AudioIndex,
+    args: &crate::cli::caption::CaptionArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report = crate::cli::caption::caption(config, index, None, args)?;
+    index.optimize()?;
+    for (path, reason) in &report.failed {
+        eprintln!("not captioned {path}: {reason}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} captioned, {} had a caption, {} left for the next run, {} failed",
+            report.captioned,
+            report.already,
+            report.left,
+            report.failed.len()
         );
     }
     Ok(())

@@ -27,6 +27,7 @@ fn sound(name: &str, description: &str) -> NewItem {
             transcript: None,
             attributes: Default::default(),
             aliases: Vec::new(),
+            caption: None,
         },
         speaker: None,
     }

@@ -228,6 +228,7 @@ impl VoiceLibrary {
             transcript: attr("transcript").map(str::to_string),
             attributes,
             aliases: Vec::new(),
+            caption: None,
         };
         Ok(Some(item))
     }

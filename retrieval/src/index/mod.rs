@@ -438,6 +438,7 @@ impl AudioIndex {
                     description: alias.description.clone(),
                     tags: alias.tags.clone(),
                     aliases: Vec::new(),
+                    caption: None,
                     ..old.clone()
                 };
                 changed |= alias.path != merged.path && merged.merge(&entry);
@@ -559,9 +560,10 @@ impl AudioIndex {
     }
 }
 
-/// The speaker fingerprint of a timbre item, recomputed from its file during a repair; `None`
-/// for sounds or when the file is no longer readable (the text vector is restored regardless).
-fn restore_speaker(item: &AudioItem) -> Option<Vec<f32>> {
+/// The speaker fingerprint of a timbre item, recomputed from its file (a repair, or new
+/// metadata of an indexed voice); `None` for sounds or when the file is no longer readable (the
+/// text vector is written regardless).
+pub fn restore_speaker(item: &AudioItem) -> Option<Vec<f32>> {
     if item.kind != ItemKind::Timbre {
         return None;
     }
