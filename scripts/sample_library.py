@@ -153,6 +153,37 @@ def generated() -> list[tuple[str, list[float], dict]]:
     return items
 
 
+# Each theme sound's description in English, and in Chinese as a tag: the model's tool calls
+# are mostly Chinese ("帮我找一个闹钟的声音"), and BM25 (jieba) matches Chinese words only.
+FREEDESKTOP_ZH = {
+    "alarm-clock-elapsed": "闹钟响了 时间到",
+    "bell": "铃声 叮",
+    "camera-shutter": "相机快门声 拍照",
+    "complete": "完成提示音",
+    "dialog-error": "错误提示音",
+    "dialog-information": "信息提示音",
+    "dialog-warning": "警告提示音",
+    "door-bell": "门铃声",
+    "message": "消息通知音",
+    "message-new-instant": "新消息提示音",
+    "phone-incoming-call": "来电铃声 电话响了",
+    "phone-outgoing-busy": "电话忙音",
+    "phone-outgoing-calling": "电话回铃音 拨打电话",
+    "power-plug": "插上电源",
+    "power-unplug": "拔掉电源",
+    "screen-capture": "截屏快门声",
+    "service-login": "登录提示音",
+    "service-logout": "注销提示音",
+    "suspend-error": "休眠失败提示音",
+    "trash-empty": "清空回收站 揉纸声",
+    "window-attention": "窗口提醒音",
+    "audio-volume-change": "音量调节声",
+    "device-added": "设备已连接",
+    "device-removed": "设备已断开",
+    "network-connectivity-established": "网络已连接",
+    "network-connectivity-lost": "网络已断开",
+}
+
 FREEDESKTOP = {
     "alarm-clock-elapsed": "Alarm clock ringing: time is up",
     "bell": "A short bell ding",
@@ -194,7 +225,7 @@ def real_sounds(dest: Path) -> list[tuple[str, dict]]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, target)
             out.append((f"freedesktop/{f.name}", {"kind": "sound", "description": f"{desc} (freedesktop sound theme, recorded)",
-                                                 "tags": ["desktop", "notification", *name.split("-")], "source": "freedesktop", "license": "cc-by-sa-3.0 / gpl-2.0+"}))
+                                                 "tags": ["desktop", "notification", *name.split("-"), *FREEDESKTOP_ZH.get(name, "").split()], "source": "freedesktop", "license": "cc-by-sa-3.0 / gpl-2.0+"}))
     alsa = Path("/usr/share/sounds/alsa")
     if alsa.is_dir():
         for f in sorted(alsa.glob("*.wav")):

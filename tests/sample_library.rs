@@ -59,6 +59,22 @@ fn the_sample_library_is_built_and_indexed_with_honest_descriptions() {
         // The theme plays one file for several events: one item, each event's entry an alias
         // that is found by its own words, and the ingest says which entries merged.
         assert!(log.contains("merged") && !log.contains(" 0 merged"), "{log}");
+        // Chinese queries find the theme's sounds (their Chinese tags, by BM25), as the model's
+        // mostly Chinese tool calls ask.
+        for (query, file) in [
+            ("闹钟响了", "alarm-clock-elapsed.oga"),
+            ("来电铃声", "phone-incoming-call.oga"),
+            ("相机快门", "camera-shutter.oga"),
+        ] {
+            let hits = search(&index, &[query, "--kind", "sound", "--k", "3"]);
+            let paths: Vec<&str> = hits
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["item"]["path"].as_str().unwrap())
+                .collect();
+            assert!(paths.iter().any(|p| p.ends_with(file)), "{query}: {paths:?}");
+        }
         let hits = search(&index, &["screen capture", "--kind", "sound", "--k", "1"]);
         let aliases = hits[0]["item"]["aliases"].as_array().cloned().unwrap_or_default();
         assert!(
