@@ -18,12 +18,17 @@ use support::{
 /// `voxloop serve` on the tiny checkpoint, the network tools off, short seeded steps, and
 /// `get_date_time` waiting for approval (with `policy` added to its policy section).
 fn serve(policy: &str) -> Server {
+    serve_with("", policy)
+}
+
+/// [`serve`] with `agent` added to the `[agent]` table.
+fn serve_with(agent: &str, policy: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("voxloop.toml");
     let data = dir.path().join("data");
     let toml = format!(
         "[paths]\ndata_dir = {data:?}\n\n[tools.web_search]\nenabled = false\n\n\
-         [tools.weather]\nenabled = false\n\n[agent]\nmax_new_tokens = 12\nseed = 7\n\n\
+         [tools.weather]\nenabled = false\n\n[agent]\nmax_new_tokens = 12\nseed = 7\n{agent}\n\
          [agent.policies.tools.get_date_time]\napproval = true\n{policy}\n"
     );
     std::fs::write(&config, toml).unwrap();
@@ -348,4 +353,60 @@ fn shutting_down_denies_the_waiting_calls_and_lets_their_turn_end() {
     }
     assert_eq!(done(&seen)["reason"], "max_steps");
     assert!(wait_exit(&mut server.child).success());
+}
+
+/// With `max_sessions = 1` and the only session's turn waiting for an approval, a new session
+/// is refused with 503 and `Retry-After` (never queued, never crashing); once the turn ends
+/// the slot is free again.
+#[test]
+fn a_full_session_table_answers_503_with_retry_after() {
+    let server = serve_with("max_sessions = 1\n", "");
+    let addr = server.addr;
+    let busy = calling_session(addr);
+    let mut sse = start_turn(addr, &busy);
+    let mut seen = Vec::new();
+    let request = next_request(&mut sse, &mut seen).expect("an approval request");
+    let (status, head, body) = raw_post(addr, "/v1/sessions", r#"{"mode": "text"}"#);
+    assert_eq!(status, 503, "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+    assert!(body.contains("max_sessions"), "{body}");
+    // Nothing of the refused session is kept: only the busy one is listed.
+    let listed = json_body(&http_request(addr, "GET", "/v1/sessions", None).1);
+    let ids: Vec<&str> =
+        listed["sessions"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [busy.as_str()], "{listed}");
+    // Deny this call and any other the step made, to the end of the turn.
+    let deny = |id: &Value| {
+        let answer = format!("/v1/sessions/{busy}/approvals/{}", id.as_str().unwrap());
+        assert_eq!(http_post(addr, &answer, r#"{"approve": false}"#).0, 204);
+    };
+    deny(&request["id"]);
+    let done = std::iter::from_fn(|| sse.next_event()).find(|e| {
+        if e.event == "approval_request" {
+            deny(&data(e)["id"]);
+        }
+        e.event == "done"
+    });
+    assert!(done.is_some(), "the turn ended");
+    // The turn is over: the idle session is evicted for a new one.
+    let (status, _, body) = raw_post(addr, "/v1/sessions", r#"{"mode": "text"}"#);
+    assert_eq!(status, 201, "{body}");
+}
+
+/// A POST answered with its status, head and body.
+fn raw_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
 }

@@ -187,7 +187,17 @@ async fn create_session(
     let voice = rt.voice.as_ref().map(|v| Arc::clone(&v.start));
     let state = SessionState::new(Session::new(settings), voice);
     let (state, save_error) = stored::save_new(&rt, state).await?;
-    let (id, evicted) = rt.sessions.insert(state).map_err(stored::table_full)?;
+    let new_id = state.session.id().to_owned();
+    let (id, evicted) = match rt.sessions.insert(state) {
+        Ok(placed) => placed,
+        Err(full) => {
+            // Refused: the session saved a moment ago must not outlive the answer.
+            if let Err(e) = stored::remove(&rt, &new_id).await {
+                tracing::warn!(session = %new_id, error = %e, "cannot delete a refused session");
+            }
+            return Err(stored::table_full(full));
+        }
+    };
     stored::log_eviction(evicted);
     let slot = rt.sessions.get(&id);
     if let Some(slot) = &slot {

@@ -23,12 +23,21 @@ use crate::runtime::setup::AgentRuntime;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for a passing overload.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// `status` with `message`.
     pub fn new(status: StatusCode, message: impl std::fmt::Display) -> Self {
-        Self { status, message: message.to_string() }
+        Self { status, message: message.to_string(), retry_after: None }
+    }
+
+    /// The same error, telling the client to retry after `seconds`.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 400.
@@ -61,7 +70,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

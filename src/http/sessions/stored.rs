@@ -139,6 +139,7 @@ pub(crate) fn table_full(full: Full) -> ApiError {
             full.max
         ),
     )
+    .retry_after(1)
 }
 
 /// Deletes the files of `id`: whether there were any. An error names the session.
