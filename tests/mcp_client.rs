@@ -123,11 +123,15 @@ fn mcp_tools_are_listed_called_and_survive_a_crash_of_their_server() {
     // as the server gave it (before the call's result).
     let (called, result, events) = call_with_events(&server, "py__picture");
     assert_eq!(result["output"], "[image image/png, 16 bytes]", "{result}");
-    let attached = events.iter().position(|e| e.event == "tool_attachment").expect("an attachment");
-    let finished = events.iter().position(|e| e.event == "tool_result").unwrap();
+    // (The step may make several calls, run at once: find this call's events.)
+    let of_call = |kind: &str| {
+        events.iter().position(|e| e.event == kind && json_body(&e.data)["id"] == called["id"])
+    };
+    let attached =
+        of_call("tool_attachment").unwrap_or_else(|| panic!("an attachment: {events:?}"));
+    let finished = of_call("tool_result").unwrap();
     assert!(attached < finished, "{events:?}");
     let attachment = json_body(&events[attached].data);
-    assert_eq!(attachment["id"], called["id"], "{attachment}");
     let content = &attachment["content"];
     assert_eq!(
         (content["type"].as_str(), content["mimeType"].as_str()),
