@@ -3,6 +3,8 @@ connection to `voxloop serve`, WAV bytes as Python's `wave` reads them, and the 
 refused request's exception."""
 
 import io
+import json
+import sys
 import wave
 
 import openai
@@ -46,3 +48,12 @@ def refusal(call):
             "body": e.body,
         }
     return {"class": None}
+
+
+def run(commands):
+    """`client.py <command> <addr> <args>`: runs `commands[command](client, args)` against the
+    server at `addr` and prints its report as one JSON object."""
+    command, addr, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if command not in commands:
+        raise SystemExit(f"unknown command {command}; one of {', '.join(commands)}")
+    print(json.dumps(commands[command](connect(addr), rest)))

@@ -153,6 +153,17 @@ async fn task_session(
     .map_err(|e| ChatError::invalid(e.to_string(), "file"))
 }
 
+/// Runs the task's session to its end (speech rendered by `renderer`).
+async fn run_to_end(
+    rt: &AgentRuntime,
+    session: &mut Session,
+    renderer: Option<&voxloop_core::agent::SpeechRenderer>,
+) -> Result<TaskOutput, ChatError> {
+    let stream =
+        rt.agent.run_task(session, renderer).map_err(|e| ChatError::internal(e.to_string()))?;
+    TaskOutput::collect(stream, |_| {}).await.map_err(|e| ChatError::internal(e.to_string()))
+}
+
 /// OpenAI's usage of a transcription (tokens).
 fn usage_json(usage: &Usage) -> Value {
     let input = usage.input_tokens + usage.cached_tokens;
@@ -187,13 +198,7 @@ async fn transcriptions(
     let format = text_format(form.response_format.as_deref())?;
     let mut session = task_session(rt, Task::Transcribe, &mut form).await?;
     if !form.stream {
-        let stream = rt
-            .agent
-            .run_task(&mut session, None)
-            .map_err(|e| ChatError::internal(e.to_string()))?;
-        let out = TaskOutput::collect(stream, |_| {})
-            .await
-            .map_err(|e| ChatError::internal(e.to_string()))?;
+        let out = run_to_end(rt, &mut session, None).await?;
         return Ok(text_answer(format, &out, true));
     }
     if format != TextFormat::Json {
@@ -243,11 +248,7 @@ async fn translations(
     let format = text_format(form.response_format.as_deref())?;
     let task = Task::Translate { into: TargetLanguage::English, spoken: false };
     let mut session = task_session(rt, task, &mut form).await?;
-    let stream =
-        rt.agent.run_task(&mut session, None).map_err(|e| ChatError::internal(e.to_string()))?;
-    let out = TaskOutput::collect(stream, |_| {})
-        .await
-        .map_err(|e| ChatError::internal(e.to_string()))?;
+    let out = run_to_end(rt, &mut session, None).await?;
     Ok(text_answer(format, &out, false))
 }
 
@@ -320,13 +321,7 @@ async fn speech(
         .task_session(Task::ReadAloud, TurnInput::text(input), |_| {})
         .map_err(|e| ChatError::invalid(e.to_string(), "input"))?;
     session.extensions_mut().insert(Arc::new(SessionVoice::new(profile)));
-    let stream = rt
-        .agent
-        .run_task(&mut session, Some(&voices.renderer))
-        .map_err(|e| ChatError::internal(e.to_string()))?;
-    let out = TaskOutput::collect(stream, |_| {})
-        .await
-        .map_err(|e| ChatError::internal(e.to_string()))?;
+    let out = run_to_end(rt, &mut session, Some(&voices.renderer)).await?;
     let rate = if out.sample_rate == 0 { voices.renderer.sample_rate() } else { out.sample_rate };
     let (content_type, bytes) = if wav {
         ("audio/wav", wav_bytes(&out.speech, rate))

@@ -119,6 +119,12 @@ impl McpServer {
         &self.config.name
     }
 
+    /// `running` or `down` (as `/healthz` and `/v1/tools` say it), and why it is down.
+    fn state(&self) -> (&'static str, Option<String>) {
+        let error = self.down_since.lock().map(|e| e.clone()).unwrap_or_default();
+        (if error.is_some() { "down" } else { "running" }, error)
+    }
+
     /// Records whether it runs, for `/healthz`.
     fn note(&self, error: Option<String>) {
         *self.down_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
@@ -561,8 +567,7 @@ impl McpClients {
     pub fn tool_servers(&self) -> std::collections::HashMap<String, (String, &'static str)> {
         let mut servers = std::collections::HashMap::new();
         for server in &self.started {
-            let down = server.down_since.lock().map(|e| e.is_some()).unwrap_or(false);
-            let state = if down { "down" } else { "running" };
+            let (state, _) = server.state();
             for tool in server.listed().tools {
                 servers.insert(tool.name().to_owned(), (server.name().to_owned(), state));
             }
@@ -573,10 +578,10 @@ impl McpClients {
     /// Each server's state.
     pub fn health(&self) -> Vec<McpServerHealth> {
         let started = self.started.iter().map(|server| {
-            let error = server.down_since.lock().map(|e| e.clone()).unwrap_or_default();
+            let (state, error) = server.state();
             McpServerHealth {
                 name: server.name().to_owned(),
-                state: if error.is_some() { "down" } else { "running" },
+                state,
                 tools: server.listed().tools.len(),
                 error,
             }

@@ -10,12 +10,11 @@ tests/audio_tasks.rs to assert on. The checkpoint under test has random weights:
 shapes, types and decoded audio, never judges the words.
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from openai_shared import connect, refusal, wav_info  # noqa: E402
+from openai_shared import refusal, run, wav_info  # noqa: E402
 
 MODEL = "step-audio-2-mini"
 
@@ -83,12 +82,5 @@ def cmd_errors(client, args):
 COMMANDS = {"transcribe": cmd_transcribe, "speech": cmd_speech, "errors": cmd_errors}
 
 
-def main():
-    command, addr, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if command not in COMMANDS:
-        raise SystemExit(f"unknown command {command}; one of {', '.join(COMMANDS)}")
-    print(json.dumps(COMMANDS[command](connect(addr), rest)))
-
-
 if __name__ == "__main__":
-    main()
+    run(COMMANDS)

@@ -19,7 +19,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from openai_shared import connect, refusal, wav_info  # noqa: E402
+from openai_shared import refusal, run, wav_info  # noqa: E402
 
 # Greedy decoding with a fixed seed wherever two answers are compared.
 SEED = 7
@@ -376,12 +376,5 @@ COMMANDS = {
 }
 
 
-def main():
-    command, addr, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
-    if command not in COMMANDS:
-        raise SystemExit(f"unknown command {command}; one of {', '.join(COMMANDS)}")
-    print(json.dumps(COMMANDS[command](connect(addr), rest)))
-
-
 if __name__ == "__main__":
-    main()
+    run(COMMANDS)

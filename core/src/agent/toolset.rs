@@ -19,6 +19,8 @@ pub(super) struct ToolSet {
     pub(super) constraints: Arc<dyn ConstraintFactory>,
     /// Whether `constraints` is a factory of the caller's (kept when the tools change).
     pub(super) custom: bool,
+    /// The `tool_json_schemas` turn's text (`None` without tools), written once per set.
+    declaration: Option<String>,
 }
 
 impl ToolSet {
@@ -26,6 +28,7 @@ impl ToolSet {
     pub(super) fn compile(tokenizer: &StepTokenizer, registry: ToolRegistry) -> Result<Self> {
         let grammar = GrammarConstraints::new(tokenizer, &registry.definitions())?;
         Ok(Self {
+            declaration: declaration(&registry)?,
             registry: Arc::new(registry),
             constraints: Arc::new(grammar.clone()),
             grammar,
@@ -39,7 +42,13 @@ impl ToolSet {
         let grammar = self.grammar.with_tools(&registry.definitions())?;
         let constraints: Arc<dyn ConstraintFactory> =
             if self.custom { Arc::clone(&self.constraints) } else { Arc::new(grammar.clone()) };
-        Ok(Self { registry: Arc::new(registry), grammar, constraints, custom: self.custom })
+        Ok(Self {
+            declaration: declaration(&registry)?,
+            registry: Arc::new(registry),
+            grammar,
+            constraints,
+            custom: self.custom,
+        })
     }
 
     /// The set with `constraints` as its mask factory.
@@ -49,6 +58,7 @@ impl ToolSet {
             grammar: self.grammar.clone(),
             constraints,
             custom: true,
+            declaration: self.declaration.clone(),
         }
     }
 
@@ -63,17 +73,16 @@ impl ToolSet {
             Some(Turn::ToolSchemas { json }) => Some(json.as_str()),
             _ => None,
         };
-        match (declared, self.registry.is_empty()) {
-            (None, true) => {}
-            (Some(_), true) => {
+        match (declared, &self.declaration) {
+            (None, None) => {}
+            (Some(_), None) => {
                 session.remove_turn(1)?;
             }
-            (declared, false) => {
-                let json = self.registry.tool_json_schemas()?;
+            (declared, Some(json)) => {
                 if declared == Some(json.as_str()) {
                     return Ok(());
                 }
-                let turn = Turn::ToolSchemas { json };
+                let turn = Turn::ToolSchemas { json: json.clone() };
                 if declared.is_some() {
                     session.replace_turn(1, turn)?;
                 } else {
@@ -83,4 +92,12 @@ impl ToolSet {
         }
         Ok(())
     }
+}
+
+/// The `tool_json_schemas` text of `registry`'s tools, `None` when there are none.
+fn declaration(registry: &ToolRegistry) -> Result<Option<String>> {
+    if registry.is_empty() {
+        return Ok(None);
+    }
+    registry.tool_json_schemas().map(Some)
 }
