@@ -9,11 +9,13 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+mod index;
 pub mod mcp;
 mod model;
 mod realtime;
 mod telemetry;
 
+pub use index::IndexConfig;
 pub use model::{ModelBackend, ModelConfig};
 pub use realtime::{RealtimeConfig, FILLER_MAX_SECONDS};
 pub use telemetry::{OtlpProtocol, TelemetryConfig};
@@ -46,6 +48,8 @@ pub struct Config {
     pub mcp: mcp::McpConfig,
     /// The realtime WebSocket (`[realtime]`): connections, server VAD.
     pub realtime: RealtimeConfig,
+    /// The audio index (`[index]`): its text embedder.
+    pub index: IndexConfig,
 }
 
 /// `[server]`
@@ -222,6 +226,7 @@ impl Config {
         config.model.validate()?;
         config.mcp.validate()?;
         config.realtime.validate()?;
+        config.index.validate()?;
         Ok(config)
     }
 
@@ -274,6 +279,9 @@ impl Config {
             self.model.device = device.parse().map_err(|e: voxloop_core::Error| {
                 ConfigError::Env { var: "VOXLOOP_DEVICE", message: e.to_string() }
             })?;
+        }
+        if let Some(dir) = env("VOXLOOP_EMBEDDER_DIR").filter(|d| !d.is_empty()) {
+            self.index.embedder_dir = Some(PathBuf::from(dir));
         }
         if let Some(dir) = env("VOXLOOP_TOKEN2WAV_DIR") {
             self.voice.token2wav = Some(PathBuf::from(dir));

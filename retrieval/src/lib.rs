@@ -8,7 +8,8 @@
 //!   English through [`tokenize`]).
 //! - [`vector`]: the [`VectorStore`] trait, with the embedded qdrant-edge backend
 //!   ([`EdgeStore`]) and, behind the `qdrant-server` feature, a Qdrant server backend.
-//! - [`embed`]: text embedders ([`MiniLm`]: all-MiniLM-L6-v2 on tch).
+//! - [`embed`]: text embedders ([`SentenceEncoder`]: sentence-transformers BERT / XLM-R
+//!   checkpoints on tch, all-MiniLM-L6-v2 by default).
 //! - [`fusion`]: reciprocal-rank fusion.
 //! - [`index`]: [`AudioIndex`], both stores kept consistent (see its docs for the protocol),
 //!   hybrid search and query-by-example.
@@ -37,7 +38,7 @@ pub mod text_index;
 pub mod tokenize;
 pub mod vector;
 
-pub use embed::{HashingEmbedder, MiniLm, TextEmbedder};
+pub use embed::{HashingEmbedder, MiniLm, SentenceEncoder, TextEmbedder};
 pub use error::{Error, Result};
 pub use filter::ItemFilter;
 pub use index::{AudioIndex, Audit, IndexOptions, IndexStats};

@@ -4,27 +4,11 @@
 
 mod common;
 
-use serde::Deserialize;
 use voxloop_retrieval::embed::cosine;
 use voxloop_retrieval::TextEmbedder;
 
-#[derive(Deserialize)]
-struct Reference {
-    max_seq_length: usize,
-    dim: usize,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    text: String,
-    input_ids: Vec<u32>,
-    embedding: Vec<f32>,
-}
-
-fn reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm/reference.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn reference() -> common::Reference {
+    common::reference(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm").as_ref())
 }
 
 #[test]

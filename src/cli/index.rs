@@ -1,9 +1,13 @@
-//! `voxloop index {add|rm|stats}` and `voxloop search`: the audio index from the command line.
+//! `voxloop index {add|caption|rm|stats|reembed}` and `voxloop search`: the audio index from
+//! the command line.
 //!
 //! The index lives in `<data_dir>/index` (or `--index-dir`). It remembers the text embedder it
-//! was built with (`meta.json`); a new index uses `--embedder` (default `minilm`, loaded from
-//! `$VOXLOOP_MINILM_DIR`, else `.cache/models/all-minilm-l6-v2` as `scripts/minilm.sh` leaves
-//! it). `hashing` is a model-free feature-hashing embedder for machines without the model.
+//! was built with (`meta.json`); a new index uses `--embedder`: `minilm` (the default) is the
+//! sentence-transformers checkpoint of `[index] embedder_dir`, else `$VOXLOOP_MINILM_DIR`, else
+//! `.cache/models/all-minilm-l6-v2` as `scripts/minilm.sh` leaves it; `hashing` is a model-free
+//! feature-hashing embedder for machines without a model. An index built with another
+//! checkpoint than the configured one refuses to open until `voxloop index reembed` has
+//! recomputed its vectors with the configured one.
 //!
 //! Progress goes to stderr: a bar on a terminal, otherwise one line per committed batch.
 //! Skipped files are listed on stderr with their reason; the run still succeeds.
@@ -17,12 +21,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use voxloop_retrieval::embed::{Device, HASHING_ID, MINILM_ID};
-use voxloop_retrieval::index::{Example, IndexOptions};
+use voxloop_retrieval::embed::{Device, Prefixes, HASHING_ID};
+use voxloop_retrieval::index::{Example, IndexOptions, ReembedProgress};
 use voxloop_retrieval::ingest::{ingest, IngestOptions, Progress, Source};
 use voxloop_retrieval::search::{Retriever, SearchRequest};
 use voxloop_retrieval::{
-    AgeBand, AudioIndex, Gender, HashingEmbedder, ItemFilter, ItemId, ItemKind, MiniLm,
+    AgeBand, AudioIndex, Gender, HashingEmbedder, ItemFilter, ItemId, ItemKind, SentenceEncoder,
     TextEmbedder,
 };
 
@@ -44,7 +48,8 @@ pub struct IndexLocation {
 /// Which text embedder a new index uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbedderChoice {
-    /// sentence-transformers all-MiniLM-L6-v2 on libtorch.
+    /// The sentence-transformers checkpoint of `[index] embedder_dir` on libtorch (default
+    /// all-MiniLM-L6-v2).
     Minilm,
     /// Feature hashing of words (no model; lexical only).
     Hashing,
@@ -98,6 +103,19 @@ enum IndexCommand {
         /// Item ids (16 hex digits), as `search` prints them.
         #[arg(required = true)]
         ids: Vec<String>,
+    },
+    /// Recompute every item's text vector with the configured embedder (after changing
+    /// `[index] embedder_dir` or the prefixes); atomic and resumable.
+    Reembed {
+        /// The embedder to switch to.
+        #[arg(long, value_enum, default_value = "minilm")]
+        embedder: EmbedderChoice,
+        /// Items per embedding call and progress step.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Counts per kind, gender, language…; with --audit, compare both stores.
     Stats {
@@ -156,37 +174,41 @@ fn index_dir(config: &Config, location: &IndexLocation) -> PathBuf {
     location.index_dir.clone().unwrap_or_else(|| config.paths.data_dir.join("index"))
 }
 
-fn minilm_dir() -> PathBuf {
-    std::env::var_os("VOXLOOP_MINILM_DIR")
-        .map_or_else(|| PathBuf::from(DEFAULT_MINILM_DIR), PathBuf::from)
+/// The sentence-transformers checkpoint directory: `[index] embedder_dir`, else
+/// `$VOXLOOP_MINILM_DIR`, else where `scripts/minilm.sh` puts all-MiniLM-L6-v2.
+fn encoder_dir(config: &Config) -> PathBuf {
+    config.index.embedder_dir().map(Path::to_path_buf).unwrap_or_else(|| {
+        std::env::var_os("VOXLOOP_MINILM_DIR")
+            .map_or_else(|| PathBuf::from(DEFAULT_MINILM_DIR), PathBuf::from)
+    })
 }
 
-/// The embedder an index needs: the one its metadata names, else `choice`.
-fn embedder_for(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<Arc<dyn TextEmbedder>> {
-    let named = AudioIndex::read_meta(dir)?.map(|m| m.text_embedder);
-    let wanted = match named.as_deref() {
-        Some(MINILM_ID) => EmbedderChoice::Minilm,
-        Some(id) if id.starts_with(HASHING_ID) => EmbedderChoice::Hashing,
-        Some(other) => {
-            bail!("index {} was built with an unknown embedder {other:?}", dir.display())
-        }
-        None => choice,
-    };
-    Ok(match wanted {
+/// The configured embedder of kind `choice`; `recorded` is the id an existing index has (a
+/// hashing embedder takes its dimension from it).
+fn load_embedder(
+    config: &Config,
+    choice: EmbedderChoice,
+    recorded: Option<&str>,
+) -> anyhow::Result<Arc<dyn TextEmbedder>> {
+    Ok(match choice {
         EmbedderChoice::Minilm => {
-            let model = minilm_dir();
-            let loaded = MiniLm::load(&model, Device::Cpu).with_context(|| {
-                format!(
-                    "loading the MiniLM text embedder from {} (run scripts/minilm.sh, or set \
-                     VOXLOOP_MINILM_DIR)",
-                    model.display()
-                )
-            })?;
+            let model = encoder_dir(config);
+            let prefixes = Prefixes {
+                query: config.index.query_prefix.clone(),
+                document: config.index.document_prefix.clone(),
+            };
+            let loaded = SentenceEncoder::load_with_prefixes(&model, Device::Cpu, prefixes)
+                .with_context(|| {
+                    format!(
+                        "loading the text embedder from {} (set [index] embedder_dir, or run \
+                         scripts/minilm.sh for all-MiniLM-L6-v2)",
+                        model.display()
+                    )
+                })?;
             Arc::new(loaded)
         }
         EmbedderChoice::Hashing => {
-            let dim = named
-                .as_deref()
+            let dim = recorded
                 .and_then(|id| id.strip_prefix(HASHING_ID)?.strip_prefix('-')?.parse().ok())
                 .unwrap_or(HASHING_DIM);
             Arc::new(HashingEmbedder::new(dim)?)
@@ -194,9 +216,38 @@ fn embedder_for(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<Arc<dyn Te
     })
 }
 
-fn open(dir: &Path, choice: EmbedderChoice) -> anyhow::Result<AudioIndex> {
-    let embedder = embedder_for(dir, choice)?;
-    Ok(AudioIndex::open(dir, embedder, IndexOptions::default())?)
+/// The embedder an index needs: a hashing one if its metadata names one, else the configured
+/// checkpoint (the index then checks that it is the one it was built with); `choice` for a
+/// new index.
+fn embedder_for(
+    config: &Config,
+    dir: &Path,
+    choice: EmbedderChoice,
+) -> anyhow::Result<Arc<dyn TextEmbedder>> {
+    let named = AudioIndex::read_meta(dir)?.map(|m| m.text_embedder);
+    let wanted = match named.as_deref() {
+        Some(id) if id.starts_with(HASHING_ID) => EmbedderChoice::Hashing,
+        Some(_) => EmbedderChoice::Minilm,
+        None => choice,
+    };
+    load_embedder(config, wanted, named.as_deref())
+}
+
+fn open(config: &Config, dir: &Path, choice: EmbedderChoice) -> anyhow::Result<AudioIndex> {
+    let embedder = embedder_for(config, dir, choice)?;
+    match AudioIndex::open(dir, embedder, IndexOptions::default()) {
+        Ok(index) => Ok(index),
+        // Another checkpoint than the index's: the library's message says to re-embed; say
+        // which directory the configured one came from.
+        Err(e @ voxloop_retrieval::Error::IndexMeta { .. }) => {
+            Err(anyhow::Error::new(e).context(format!(
+                "opening the index in {} with the text embedder from {} ([index] embedder_dir)",
+                dir.display(),
+                encoder_dir(config).display()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The index in the data dir, for the service: `None` when there is none yet (the service
@@ -208,7 +259,7 @@ pub fn open_existing(config: &Config) -> anyhow::Result<Option<AudioIndex>> {
         tracing::info!(dir = %dir.display(), "no audio index; /v1/audio/search answers 503");
         return Ok(None);
     }
-    let index = open(&dir, EmbedderChoice::Minilm)
+    let index = open(config, &dir, EmbedderChoice::Minilm)
         .with_context(|| format!("opening the audio index in {}", dir.display()))?;
     tracing::info!(dir = %dir.display(), items = index.text().num_docs(), "audio index open");
     Ok(Some(index))
@@ -223,7 +274,7 @@ pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("{}: no such file or folder", path.display());
             }
-            let index = open(&dir, embedder)?;
+            let index = open(config, &dir, embedder)?;
             if let Some(n) = std::env::var("VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -269,21 +320,43 @@ pub fn run_index(config: &Config, args: IndexArgs) -> anyhow::Result<()> {
             if AudioIndex::read_meta(&dir)?.is_none() {
                 bail!("no index in {} (create one with `voxloop index add`)", dir.display());
             }
-            let index = open(&dir, EmbedderChoice::Minilm)?;
+            let index = open(config, &dir, EmbedderChoice::Minilm)?;
             caption_and_report(config, &index, &captioning, json)
         }
         IndexCommand::Rm { ids } => {
             let ids = ids.iter().map(|s| s.parse::<ItemId>()).collect::<Result<Vec<_>, _>>()?;
-            let index = open(&dir, EmbedderChoice::Minilm)?;
+            let index = open(config, &dir, EmbedderChoice::Minilm)?;
             let removed = index.remove(&ids)?;
             println!("removed {removed} of {} item(s)", ids.len());
+            Ok(())
+        }
+        IndexCommand::Reembed { embedder, batch, json } => {
+            let Some(meta) = AudioIndex::read_meta(&dir)? else {
+                bail!("no index in {} (create one with `voxloop index add`)", dir.display());
+            };
+            let target = load_embedder(config, embedder, None)?;
+            let mut reporter = ProgressReporter::new();
+            let report = AudioIndex::reembed(&dir, target, batch, &mut |p: ReembedProgress| {
+                reporter.show(p.done, p.total, 0, "re-embedded");
+            })?;
+            reporter.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if report.unchanged {
+                println!("{} items already embedded with {}", report.items, meta.text_embedder);
+            } else {
+                println!(
+                    "{} items re-embedded ({} resumed from an interrupted run): {} -> {}",
+                    report.items, report.resumed, report.from, report.to
+                );
+            }
             Ok(())
         }
         IndexCommand::Stats { audit, json } => {
             if AudioIndex::read_meta(&dir)?.is_none() {
                 bail!("no index in {} (create one with `voxloop index add`)", dir.display());
             }
-            let index = open(&dir, EmbedderChoice::Minilm)?;
+            let index = open(config, &dir, EmbedderChoice::Minilm)?;
             let stats = index.stats()?;
             let audit = if audit { Some(index.audit()?) } else { None };
             if json {
@@ -338,7 +411,7 @@ pub fn run_search(config: &Config, args: SearchArgs) -> anyhow::Result<()> {
         max_duration_s: args.max_seconds,
         ..Default::default()
     };
-    let index = open(&dir, EmbedderChoice::Minilm)?;
+    let index = open(config, &dir, EmbedderChoice::Minilm)?;
     let hits = match (&args.text, &args.like) {
         (_, Some(like)) => {
             let example = match like.parse::<ItemId>() {
@@ -421,9 +494,14 @@ impl ProgressReporter {
     }
 
     fn update(&mut self, p: Progress) {
+        self.show(p.done, p.total, p.failed, "indexed");
+    }
+
+    /// `done` of `total` items `verb` so far, `failed` of them skipped.
+    fn show(&mut self, done: usize, total: usize, failed: usize, verb: &str) {
         if std::io::stderr().is_terminal() {
             let bar = self.bar.get_or_insert_with(|| {
-                let bar = indicatif::ProgressBar::new(p.total as u64);
+                let bar = indicatif::ProgressBar::new(total as u64);
                 if let Ok(style) = indicatif::ProgressStyle::with_template(
                     "{bar:40} {pos}/{len} items ({per_sec}, eta {eta}) {msg}",
                 ) {
@@ -431,14 +509,14 @@ impl ProgressReporter {
                 }
                 bar
             });
-            bar.set_position(p.done as u64);
-            if p.failed > 0 {
-                bar.set_message(format!("{} skipped", p.failed));
+            bar.set_position(done as u64);
+            if failed > 0 {
+                bar.set_message(format!("{failed} skipped"));
             }
-        } else if p.done != self.last_done {
-            eprintln!("indexed {}/{} ({} skipped)", p.done, p.total, p.failed);
+        } else if done != self.last_done {
+            eprintln!("{verb} {done}/{total} ({failed} skipped)");
         }
-        self.last_done = p.done;
+        self.last_done = done;
     }
 
     fn finish(&mut self) {

@@ -1,7 +1,9 @@
 //! Text embedders: text → unit-length vectors whose cosine similarity tracks meaning.
 //!
-//! - [`MiniLm`]: sentence-transformers all-MiniLM-L6-v2 run on libtorch (tch) — the real one,
-//!   matching the sentence-transformers reference (cosine ≥ 0.9999 on the committed fixture).
+//! - [`SentenceEncoder`]: a sentence-transformers BERT or XLM-R checkpoint run on libtorch (tch)
+//!   — all-MiniLM-L6-v2 by default (cosine ≥ 0.9999 against sentence-transformers on the
+//!   committed fixture), or a multilingual one (paraphrase-multilingual-MiniLM-L12-v2,
+//!   multilingual-e5-small; parity checked on a tiny XLM-R fixture). [`MiniLm`] is its old name.
 //! - [`HashingEmbedder`]: signed feature hashing of words and CJK characters/bigrams. No model,
 //!   no semantics beyond shared words; deterministic and instant. It exists for tests of the
 //!   storage and ingestion machinery and as an explicit `--embedder hashing` choice where no
@@ -10,12 +12,14 @@
 //! **Blocking.** `embed` runs the model on the calling thread (tens of milliseconds per batch on
 //! a CPU); from async code call it inside `tokio::task::spawn_blocking`.
 
-mod minilm;
+pub mod checkpoint;
+mod encoder;
 
 use std::fmt;
 
-pub use minilm::{MiniLm, MINILM_ID};
-/// The libtorch device type [`MiniLm::load`] takes.
+pub use checkpoint::{Checkpoint, Family, ModelConfig, Pooling, Prefixes};
+pub use encoder::{MiniLm, SentenceEncoder, MINILM_ID};
+/// The libtorch device type [`SentenceEncoder::load`] takes.
 pub use tch::Device;
 
 use crate::{Error, Result};
@@ -26,11 +30,25 @@ pub trait TextEmbedder: Send + Sync + fmt::Debug {
     /// embedder refuses to open with another.
     fn id(&self) -> &str;
 
+    /// Whether an index whose metadata records `recorded` holds this embedder's vectors:
+    /// normally `recorded == self.id()`; an embedder may also recognise an older name of
+    /// itself.
+    fn accepts(&self, recorded: &str) -> bool {
+        recorded == self.id()
+    }
+
     /// The vector dimension.
     fn dim(&self) -> usize;
 
-    /// One unit-length vector per text, in order. Errors name the text that failed.
+    /// One unit-length vector per text (an indexed description), in order. Errors name the
+    /// text that failed.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+
+    /// The vectors of search queries. The same as [`TextEmbedder::embed`] unless the model
+    /// treats queries differently (e5's `"query: "` prefix).
+    fn embed_query(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed(texts)
+    }
 }
 
 /// Identifier of [`HashingEmbedder`] in index metadata (with its dimension appended).

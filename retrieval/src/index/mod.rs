@@ -4,9 +4,9 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `meta.json` | format version, text embedder id and dimension, speaker fingerprint id and dimension |
+//! | `meta.json` | format version, text embedder id and dimension, speaker fingerprint id and dimension, the vector store's directory name |
 //! | `text/` | the Tantivy index ([`TextIndex`]) |
-//! | `vectors/` | the qdrant-edge shard ([`EdgeStore`]) |
+//! | `vectors/` | the qdrant-edge shard ([`EdgeStore`]); after a re-embedding `vectors-<hash>/` (see [`AudioIndex::reembed`]) |
 //! | `write.pending` | present while a write is in progress (see below) |
 //!
 //! ## Consistency protocol: an item is visible in both stores or in neither
@@ -38,6 +38,7 @@
 //! `tokio::task::spawn_blocking`; share the index with an `Arc` (it is `Send + Sync`).
 
 mod query;
+mod reembed;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ use crate::speaker::{SPEAKER_DIM, SPEAKER_ID};
 use crate::text_index::TextIndex;
 use crate::vector::{EdgeStore, VectorConfig, VectorPoint, VectorStore};
 use crate::{Error, Result};
+
+pub use reembed::{ReembedProgress, ReembedReport};
 
 /// Version of the on-disk layout and schema.
 pub const FORMAT_VERSION: u32 = 1;
@@ -70,6 +73,47 @@ pub struct IndexMeta {
     pub speaker_embedder: String,
     /// Its dimension.
     pub speaker_dim: usize,
+    /// The vector store's directory inside the index directory: `vectors` until a
+    /// re-embedding writes a new store beside it (absent from older metadata files).
+    #[serde(default = "default_vectors_dir", skip_serializing_if = "is_default_vectors_dir")]
+    pub vectors_dir: String,
+}
+
+const DEFAULT_VECTORS_DIR: &str = "vectors";
+
+fn default_vectors_dir() -> String {
+    DEFAULT_VECTORS_DIR.to_string()
+}
+
+fn is_default_vectors_dir(name: &String) -> bool {
+    name == DEFAULT_VECTORS_DIR
+}
+
+impl IndexMeta {
+    /// The metadata of a new index with `embedder`.
+    fn new_for(embedder: &dyn TextEmbedder, vectors_dir: String) -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            text_embedder: embedder.id().to_string(),
+            text_dim: embedder.dim(),
+            speaker_embedder: SPEAKER_ID.to_string(),
+            speaker_dim: SPEAKER_DIM,
+            vectors_dir,
+        }
+    }
+
+    /// Whether the format and speaker fingerprint are this build's: only the text embedder
+    /// may then differ, which [`AudioIndex::reembed`] can fix.
+    fn same_layout(&self) -> bool {
+        self.format == FORMAT_VERSION
+            && self.speaker_embedder == SPEAKER_ID
+            && self.speaker_dim == SPEAKER_DIM
+    }
+
+    /// Whether the index's text vectors are `embedder`'s.
+    fn text_matches(&self, embedder: &dyn TextEmbedder) -> bool {
+        embedder.accepts(&self.text_embedder) && self.text_dim == embedder.dim()
+    }
 }
 
 /// How to open an index.
@@ -198,6 +242,8 @@ pub struct AudioIndex {
     text: TextIndex,
     vectors: Box<dyn VectorStore>,
     embedder: Arc<dyn TextEmbedder>,
+    /// The vector store's directory name (meta's `vectors_dir`); `None` in memory.
+    vectors_dir: Option<String>,
     writes: Mutex<()>,
     abort_after_vector_writes: Mutex<Option<usize>>,
 }
@@ -235,21 +281,30 @@ impl AudioIndex {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         // The Tantivy writer lock doubles as the lock on the whole directory: take it first.
         let text = TextIndex::open(&dir.join("text"))?;
-        let wanted = IndexMeta {
-            format: FORMAT_VERSION,
-            text_embedder: embedder.id().to_string(),
-            text_dim: embedder.dim(),
-            speaker_embedder: SPEAKER_ID.to_string(),
-            speaker_dim: SPEAKER_DIM,
-        };
-        match Self::read_meta(dir)? {
-            Some(found) if found != wanted => {
+        let meta = match Self::read_meta(dir)? {
+            Some(found) if found.same_layout() && found.text_matches(embedder.as_ref()) => found,
+            Some(found) if found.same_layout() => {
+                return Err(Error::IndexMeta {
+                    path: dir.join(META_FILE),
+                    message: format!(
+                        "built with text embedder {:?} ({} dims), opened with {:?} ({} dims): \
+                         re-embed it with the new one (`voxloop index reembed`, \
+                         AudioIndex::reembed) or use the embedder it was built with",
+                        found.text_embedder,
+                        found.text_dim,
+                        embedder.id(),
+                        embedder.dim()
+                    ),
+                })
+            }
+            Some(found) => {
+                let wanted = IndexMeta::new_for(embedder.as_ref(), found.vectors_dir.clone());
                 return Err(Error::IndexMeta {
                     path: dir.join(META_FILE),
                     message: format!(
                         "built with format {} / text embedder {:?} ({} dims) / speaker {:?} ({} \
-                         dims), opened with format {} / {:?} ({} dims) / {:?} ({} dims); use the \
-                         same embedder or a new index directory",
+                         dims), opened with format {} / {:?} ({} dims) / {:?} ({} dims); use a \
+                         new index directory",
                         found.format,
                         found.text_embedder,
                         found.text_dim,
@@ -261,18 +316,22 @@ impl AudioIndex {
                         wanted.speaker_embedder,
                         wanted.speaker_dim
                     ),
-                })
+                });
             }
-            Some(_) => {}
-            None => write_json_atomically(&dir.join(META_FILE), &wanted)?,
-        }
+            None => {
+                let meta = IndexMeta::new_for(embedder.as_ref(), default_vectors_dir());
+                write_json_atomically(&dir.join(META_FILE), &meta)?;
+                meta
+            }
+        };
         let config = VectorConfig { text_dim: embedder.dim(), speaker_dim: SPEAKER_DIM };
-        let vectors = EdgeStore::open(&dir.join("vectors"), config)?;
+        let vectors = EdgeStore::open(&dir.join(&meta.vectors_dir), config)?;
         let index = Self {
             dir: Some(dir.to_path_buf()),
             text,
             vectors: Box::new(vectors),
             embedder,
+            vectors_dir: Some(meta.vectors_dir),
             writes: Mutex::new(()),
             abort_after_vector_writes: Mutex::new(None),
         };
@@ -310,6 +369,7 @@ impl AudioIndex {
             text,
             vectors,
             embedder,
+            vectors_dir: None,
             writes: Mutex::new(()),
             abort_after_vector_writes: Mutex::new(None),
         })
@@ -353,6 +413,10 @@ impl AudioIndex {
     fn mark_pending(&self) -> Result<()> {
         if let Some(p) = self.pending_path() {
             std::fs::write(&p, b"").map_err(|e| Error::io(&p, e))?;
+        }
+        // A re-embedding cut short must not be resumed over items this write changes.
+        if let (Some(dir), Some(active)) = (&self.dir, &self.vectors_dir) {
+            reembed::discard_partial(dir, active, None)?;
         }
         Ok(())
     }

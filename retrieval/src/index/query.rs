@@ -55,7 +55,7 @@ impl AudioIndex {
         let vector = if use_vector {
             let query = self
                 .embedder
-                .embed(&[request.text.as_str()])?
+                .embed_query(&[request.text.as_str()])?
                 .pop()
                 .ok_or_else(|| Error::Tokenize("the embedder returned no vector".into()))?;
             self.vectors.search(

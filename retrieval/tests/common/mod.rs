@@ -1,11 +1,35 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use serde::Deserialize;
 use voxloop_retrieval::embed::Device;
-use voxloop_retrieval::MiniLm;
+use voxloop_retrieval::SentenceEncoder;
+
+/// A parity fixture's `reference.json` (`scripts/fixtures/minilm.py`, `xlmr.py`): what
+/// sentence-transformers made of each text.
+#[derive(Deserialize)]
+pub struct Reference {
+    pub max_seq_length: usize,
+    pub dim: usize,
+    pub cases: Vec<Case>,
+}
+
+/// One text, its token ids after truncation and its embedding.
+#[derive(Deserialize)]
+pub struct Case {
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    pub embedding: Vec<f32>,
+}
+
+/// Reads `reference.json` from a fixture directory.
+pub fn reference(dir: &Path) -> Reference {
+    let path = dir.join("reference.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
 
 /// The all-MiniLM-L6-v2 directory: `$VOXLOOP_MINILM_DIR`, else where `scripts/minilm.sh`
 /// puts it. `None` if absent — unless `VOXLOOP_REQUIRE_MODELS=1` (as `make test` sets), which
@@ -27,10 +51,12 @@ pub fn minilm_dir() -> Option<PathBuf> {
 }
 
 /// The model, loaded once per test binary.
-pub fn minilm() -> Option<Arc<MiniLm>> {
-    static MODEL: OnceLock<Option<Arc<MiniLm>>> = OnceLock::new();
+pub fn minilm() -> Option<Arc<SentenceEncoder>> {
+    static MODEL: OnceLock<Option<Arc<SentenceEncoder>>> = OnceLock::new();
     MODEL
-        .get_or_init(|| minilm_dir().map(|d| Arc::new(MiniLm::load(&d, Device::Cpu).unwrap())))
+        .get_or_init(|| {
+            minilm_dir().map(|d| Arc::new(SentenceEncoder::load(&d, Device::Cpu).unwrap()))
+        })
         .clone()
 }
 
