@@ -34,6 +34,7 @@ use voxloop_policies::TokenBucket;
 use voxloop_retrieval::AudioIndex;
 
 use crate::config::mcp::McpConfig;
+use crate::http::upload;
 
 pub mod client;
 mod clip;
@@ -196,7 +197,9 @@ pub fn router(
             Arc::default(),
             StreamableHttpServerConfig::default().with_allowed_hosts(config.allowed_hosts.clone()),
         );
-    let router = Router::new().nest_service("/mcp", service);
+    // rmcp cuts a body at 4 MiB only as it streams in: a client that declares a huge body and
+    // sends it slowly would hold the connection; refuse it from its length, as the API does.
+    let router = upload::limit_body(Router::new().nest_service("/mcp", service), too_large);
     match &config.bearer_token {
         Some(token) => router.layer(middleware::from_fn_with_state(
             Arc::<str>::from(token.as_str()),
@@ -204,6 +207,16 @@ pub fn router(
         )),
         None => router,
     }
+}
+
+/// The 413 of a body declared over [`upload::MAX_BODY_BYTES`].
+fn too_large(length: u64) -> Response {
+    let limit = upload::MAX_BODY_BYTES;
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body ({length} bytes) exceeds {limit} bytes\n"),
+    )
+        .into_response()
 }
 
 /// Lets a request through only with `Authorization: Bearer <token>`.

@@ -273,6 +273,9 @@ impl VoiceTools {
 
     fn add(&self, args: &JsonObject) -> Result<CallToolResult, String> {
         let name = string(args, "name")?.ok_or("`name` is required")?;
+        // The name becomes a file name in the library: refuse one that would leave it (`../x`)
+        // now, not after loading the speaker models and reading the recording.
+        voxloop_voices::library::check_name(&name).map_err(|e| e.to_string())?;
         let description = string(args, "description")?.unwrap_or_default();
         let replace = args.get("replace").and_then(Value::as_bool).unwrap_or(false);
         let audio = match (string(args, "audio")?, string(args, "path")?) {

@@ -67,6 +67,9 @@ async def main():
         async with stdio_client(params) as (read, write):
             out = await exercise(read, write, calls)
     elif mode == "http":
+        # A bare address (support::python_report passes one) is the service's endpoint.
+        if "://" not in target:
+            target = f"http://{target}/mcp"
         headers = {"Authorization": f"Bearer {sys.argv[4]}"} if len(sys.argv) > 4 else None
         async with create_mcp_http_client(headers=headers) as http:
             async with streamable_http_client(target, http_client=http) as streams:

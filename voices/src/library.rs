@@ -248,8 +248,9 @@ impl VoiceLibrary {
 }
 
 /// Profile names become file names: keep them to letters, digits, `_`, `-` and `.` (not
-/// leading).
-fn check_name(name: &str) -> Result<()> {
+/// leading). Public so that a front door can refuse a bad name before the costly work of
+/// computing the profile.
+pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
