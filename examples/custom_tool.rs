@@ -146,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                 println!("text{}: {text:?}", if *in_speech { " (spoken)" } else { "" })
             }
             AgentEvent::AudioTokens(codes) => println!("speech codes: {codes:?}"),
+            // Only sessions that think (`SessionSettings::think`) have a think phase to show.
+            AgentEvent::Reasoning { text } => println!("thinking: {text:?}"),
             AgentEvent::ToolCallStarted { id, name, arguments } => {
                 println!("call {id}: {name}({arguments})");
                 called |= name == UnitConverter::NAME;

@@ -97,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
                 println!("text{}: {text:?}", if *in_speech { " (spoken)" } else { "" })
             }
             AgentEvent::AudioTokens(_) => {}
+            // A reasoning checkpoint's think phase (`SessionSettings::think`): shown, not said.
+            AgentEvent::Reasoning { text } => println!("thinking: {text:?}"),
             AgentEvent::ToolCallStarted { id, name, arguments } => {
                 println!("call {id}: {name}({arguments})")
             }

@@ -3,7 +3,8 @@
 # if needed. Idempotent; needs no root: everything lands under $VOXLOOP_CACHE (default ./.cache).
 #
 #   LIBTORCH=/path            use that libtorch as it is (nothing is downloaded)
-#   VOXLOOP_TORCH=cpu         (default) CPU-only libtorch assembled from the PyPI torch wheel
+#   VOXLOOP_TORCH=auto        (default) cuda where `nvidia-smi -L` lists a GPU, else cpu
+#   VOXLOOP_TORCH=cpu         CPU-only libtorch assembled from the PyPI torch wheel
 #   VOXLOOP_TORCH=cuda        CUDA libtorch: the torch wheel with its NVIDIA dependencies,
 #                             installed with pip into the cache (several GB; needs an NVIDIA driver)
 #
@@ -25,9 +26,19 @@ fi
 
 # shellcheck source=scripts/cache.sh
 source "$(dirname "$0")/cache.sh"
-variant=${VOXLOOP_TORCH:-cpu}
+variant=${VOXLOOP_TORCH:-auto}
 
 say() { echo "libtorch.sh: $*" >&2; }
+
+if [[ "$variant" == auto ]]; then
+  # A working driver is what CUDA libtorch needs; without one the CPU build is all that runs.
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    variant=cuda
+    [[ -f "$cache/libtorch-$TORCH_VERSION-cuda/.complete" ]] || say "an NVIDIA GPU is present: using CUDA libtorch (VOXLOOP_TORCH=cpu for the CPU build)"
+  else
+    variant=cpu
+  fi
+fi
 
 case "$variant" in
   cpu)
@@ -69,7 +80,7 @@ case "$variant" in
     echo "$dest/torch"
     ;;
   *)
-    say "VOXLOOP_TORCH must be 'cpu' or 'cuda', not '$variant'"
+    say "VOXLOOP_TORCH must be 'auto', 'cpu' or 'cuda', not '$variant'"
     exit 1
     ;;
 esac

@@ -105,6 +105,20 @@ pub enum AnswerMode {
     Text,
 }
 
+/// Whether answers start with a think phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ThinkSetting {
+    /// When the checkpoint is a reasoning one (its name holds `Think`, as
+    /// stepfun-ai/Step-Audio-2-mini-Think does).
+    #[default]
+    Auto,
+    /// Always (a checkpoint not trained for it only rambles).
+    On,
+    /// Never.
+    Off,
+}
+
 /// `[agent]`: how the service runs conversations. Sessions may override the mode, the tool
 /// choice and the sampling fields when they are created.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -121,6 +135,11 @@ pub struct AgentSection {
     pub max_steps: usize,
     /// The most tokens one generation step may produce.
     pub max_new_tokens: usize,
+    /// `auto` (default: when the checkpoint is a reasoning one), `on` or `off`: answers to the
+    /// user start with a `<think>` phase, streamed as reasoning, never spoken, not kept.
+    pub think: ThinkSetting,
+    /// The most tokens one think phase may take.
+    pub reasoning_max_tokens: usize,
     /// Sampling temperature (0 is greedy); unset: the model's default.
     pub temperature: Option<f64>,
     /// Nucleus sampling mass in (0, 1]; unset: the model's default.
@@ -161,6 +180,9 @@ impl Default for AgentSection {
             tool_choice: "auto".to_owned(),
             max_steps: 3,
             max_new_tokens: voxloop_core::generate::SamplingParams::default().max_new_tokens,
+            think: ThinkSetting::Auto,
+            reasoning_max_tokens: voxloop_core::session::SessionSettings::default()
+                .reasoning_max_tokens,
             temperature: None,
             top_p: None,
             top_k: None,
@@ -349,6 +371,12 @@ impl Config {
         if a.max_new_tokens == 0 {
             return Err(bad("max_new_tokens", "must be at least 1".into()));
         }
+        if a.reasoning_max_tokens == 0 {
+            return Err(bad(
+                "reasoning_max_tokens",
+                "must be at least 1 (`think = \"off\"` turns thinking off)".into(),
+            ));
+        }
         if a.max_sessions == 0 {
             return Err(bad("max_sessions", "must be at least 1".into()));
         }
@@ -511,6 +539,7 @@ mod tests {
         for (text, field) in [
             ("[agent]\nmax_steps = 0\n", "agent.max_steps"),
             ("[agent]\nmax_new_tokens = 0\n", "agent.max_new_tokens"),
+            ("[agent]\nreasoning_max_tokens = 0\n", "agent.reasoning_max_tokens"),
             ("[agent]\ntop_p = 1.5\n", "agent.top_p"),
             ("[agent]\ntemperature = -1.0\n", "agent.temperature"),
             ("[agent]\nmax_sessions = 0\n", "agent.max_sessions"),

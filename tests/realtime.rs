@@ -333,3 +333,27 @@ fn a_slow_tool_gets_the_filler_between_the_call_and_its_result() {
     let items = report["response"]["output"].as_array().unwrap();
     assert!(items.iter().any(|i| i["id"] == filler_id), "the filler is in the response's output");
 }
+
+/// A server that thinks (`[agent] think = "on"`): the think phase reaches the SDK as
+/// voxloop's `voxloop.reasoning.delta` events of the response, before its text, and is no
+/// part of the response's output.
+#[test]
+fn a_thinking_server_sends_reasoning_deltas_before_the_answer() {
+    let Some(pyclients) = support::python_clients("websockets") else { return };
+    let Some(vad) = vad_model() else { return };
+    let server = serve(&vad, "[agent]\nthink = \"on\"\nreasoning_max_tokens = 6\nseed = 7\n");
+    let report = client(&pyclients, "think", server.addr, &[]);
+    let response = &report["response"];
+    assert_eq!(response["status"], "completed", "{response}");
+    let reasoning: String =
+        report["reasoning"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert!(!reasoning.is_empty(), "{report}");
+    assert_eq!(report["response_ids"], serde_json::json!([response["id"]]), "{report}");
+    let types = report["types"].as_array().unwrap();
+    let last_reasoning = types.iter().rposition(|t| t == "voxloop.reasoning.delta").unwrap();
+    if let Some(text) = types.iter().position(|t| t == "response.output_text.delta") {
+        assert!(last_reasoning < text, "{types:?}");
+    }
+    let output = response["output"].to_string();
+    assert!(!output.contains(&reasoning), "the thinking is not an output item: {response}");
+}

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use span_recorder::Recorder;
 use voxloop_core::agent::{AgentConfig, AgentEvent, TurnEndReason, TurnInput};
 use voxloop_core::protocol::ToolChoice;
-use voxloop_core::session::Session;
+use voxloop_core::session::{Session, SessionSettings};
 use voxloop_core::tool::ToolRegistry;
 
 #[tokio::test]
@@ -105,4 +105,35 @@ async fn agent_interrupted_turns_say_so() {
     let chat = &recorder.named("chat")[0];
     assert_eq!(chat.fields["gen_ai.response.finish_reasons"], r#"["cancelled"]"#);
     assert_eq!(chat.fields["gen_ai.output.type"], "text");
+}
+
+/// A think phase: `gen_ai.usage.reasoning.output_tokens` on the step and the turn, and a
+/// `reasoning` event on the step's span with its count and how it ended.
+#[tokio::test]
+async fn agent_think_phase_is_traced_with_its_token_count() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let tok = tokenizer();
+    let think = tok.encode_untrusted("hmm</think>").unwrap();
+    let script = Script::new(&tok, vec![think.clone()]);
+    let agent =
+        agent(ToolRegistry::new(), AgentConfig::default()).with_constraints(Arc::new(script));
+    let mut session = Session::new(SessionSettings {
+        think: true,
+        reasoning_max_tokens: 32,
+        ..settings(ToolChoice::Auto, true, 16)
+    });
+    let events = run(&agent, &mut session, "Hello").await;
+    assert_eq!(finished(&events).0, TurnEndReason::Completed);
+
+    let chats = recorder.named("chat");
+    assert_eq!(chats.len(), 1);
+    let n = think.len().to_string();
+    assert_eq!(chats[0].fields["gen_ai.usage.reasoning.output_tokens"], n);
+    assert_eq!(recorder.named("invoke_agent")[0].fields["gen_ai.usage.reasoning.output_tokens"], n);
+    let phases = recorder.events("reasoning");
+    assert_eq!(phases.len(), 1);
+    assert_eq!(phases[0].parent, Some(chats[0].id), "an event of the step's span");
+    assert_eq!(phases[0].fields["gen_ai.usage.reasoning.output_tokens"], n);
+    assert_eq!(phases[0].fields["voxloop.reasoning.end"], "closed");
 }

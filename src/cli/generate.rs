@@ -31,7 +31,7 @@ use voxloop_core::tool::ToolRegistry;
 use voxloop_core::DeviceSpec;
 use voxloop_voices::{SessionVoice, Token2Wav, VoiceProfile};
 
-use crate::config::Config;
+use crate::config::{Config, ThinkSetting};
 
 /// Arguments of `voxloop generate`.
 #[derive(Debug, Args)]
@@ -82,6 +82,13 @@ pub struct GenerateArgs {
     /// Weight dtype [default: bf16 on CUDA, f32 on the CPU]
     #[arg(long, value_enum)]
     dtype: Option<Dtype>,
+    /// Think before answering: `auto` when the checkpoint is a reasoning one (its name holds
+    /// `Think`, as Step-Audio-2-mini-Think); the thinking is printed to stderr
+    #[arg(long, value_enum, default_value_t = ThinkSetting::Auto, value_name = "WHEN")]
+    think: ThinkSetting,
+    /// The most tokens of the think phase.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    reasoning_max_tokens: usize,
     /// Also print the prompt's length and the generated token ids.
     #[arg(long)]
     show_ids: bool,
@@ -260,6 +267,12 @@ fn session_settings(args: &GenerateArgs) -> SessionSettings {
         },
         tool_choice: ToolChoice::None,
         follow_up_tool_choice: ToolChoice::None,
+        think: match args.think {
+            ThinkSetting::On => true,
+            ThinkSetting::Off => false,
+            ThinkSetting::Auto => voxloop_core::model::is_reasoning_checkpoint(&args.model),
+        },
+        reasoning_max_tokens: args.reasoning_max_tokens.max(1),
         ..SessionSettings::default()
     }
 }
@@ -402,6 +415,13 @@ impl Printer {
             }
             AgentEvent::AudioTokens(_) => {
                 self.first_output.get_or_insert_with(|| start.elapsed());
+            }
+            // The thinking is not the answer: stderr, so stdout stays the answer alone.
+            AgentEvent::Reasoning { text } => {
+                let mut err = std::io::stderr().lock();
+                err.write_all(text.as_bytes())
+                    .and_then(|()| err.flush())
+                    .context("writing to stderr")?;
             }
             AgentEvent::Audio { pcm, .. } => self.pcm.extend(pcm),
             AgentEvent::SpeechFailed { message } => bail!("speech rendering failed: {message}"),
@@ -558,6 +578,8 @@ mod tests {
             seed: None,
             device: None,
             dtype: None,
+            think: ThinkSetting::Auto,
+            reasoning_max_tokens: 16,
             show_ids: false,
             unmasked: false,
             wav: None,
@@ -570,5 +592,13 @@ mod tests {
         );
         let args = GenerateArgs { system: Some("Be brief.".into()), ..args };
         assert_eq!(session_settings(&args).system_text(now), "Be brief.");
+        // `auto` asks the checkpoint's name; `on` and `off` decide.
+        assert!(!session_settings(&args).think, "an empty path names no reasoning checkpoint");
+        let thinking =
+            GenerateArgs { model: PathBuf::from("models/Step-Audio-2-mini-Think"), ..args };
+        assert!(session_settings(&thinking).think);
+        let off = GenerateArgs { think: ThinkSetting::Off, ..thinking };
+        assert!(!session_settings(&off).think);
+        assert_eq!(session_settings(&off).reasoning_max_tokens, 16);
     }
 }

@@ -21,6 +21,11 @@
 //! renderer's rate, 24 kHz) and StepFun's `tts_content`; see [`reply`]. A text answer never
 //! holds speech codes (the audio vocabulary is masked).
 //!
+//! A think phase (a reasoning checkpoint, `[agent] think`, or `reasoning_effort` other than
+//! `none`) comes first as `message.reasoning_content` (streamed: `delta.reasoning_content`),
+//! as vLLM's reasoning parsers give it; it is never spoken and the replayed history leaves it
+//! out, as upstream's think example does.
+//!
 //! Stateless does not mean cold: the model's KV cache keeps the conversation it ran last, and a
 //! request that extends it prefills only what is new (`usage.prompt_tokens_details.
 //! cached_tokens` says how much was reused). For that the assistant turns a client sends back
@@ -307,6 +312,7 @@ async fn prepare(
     settings.tool_choice = choice;
     settings.follow_up_tool_choice = voxloop_core::protocol::ToolChoice::None;
     settings.max_steps = 1;
+    settings.think = request.thinks()?.unwrap_or(settings.think);
     let sampling = &mut settings.sampling;
     if let Some(t) = request.temperature {
         sampling.temperature = t;

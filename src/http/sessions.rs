@@ -1,7 +1,7 @@
 //! The agent over HTTP: sessions and turns, each turn streamed as server-sent events.
 //!
 //! ```text
-//! POST   /v1/sessions              {"mode"?, "tool_choice"?, sampling?}  → 201 {"id", ...}
+//! POST   /v1/sessions              {"mode"?, "tool_choice"?, "think"?, sampling?} → 201 {"id", ...}
 //! GET    /v1/sessions              → {"sessions": [{id, created_unix, turns, in_memory}]}
 //! POST   /v1/sessions/{id}/turns   {"text"?, "audio"? (base64 file), "tool_choice"?}
 //!                                  → 200 text/event-stream
@@ -12,11 +12,13 @@
 //! ```
 //!
 //! A turn's events (`event:` name, JSON `data:`), in the order things happen:
-//! `text` {text, in_speech}, `audio_tokens` {codes}, `audio` {sample_rate, samples, pcm16}
+//! `reasoning` {text} (the think phase of a session created with `"think": true`, or of a
+//! reasoning checkpoint: shown, never spoken, not kept in the history), `text` {text, in_speech}, `audio_tokens` {codes}, `audio` {sample_rate, samples, pcm16}
 //! (base64 of 16-bit little-endian mono PCM; only when a voice is loaded), `tool_call`
 //! {id, name, arguments}, `approval_request` {id, name, arguments, timeout_ms} (see below),
 //! `tool_result` {id, name, ok, output | error, duration_ms},
-//! `usage` {step, input_tokens, output_tokens, audio_tokens, cached_tokens}, `error` {message}
+//! `usage` {step, input_tokens, output_tokens, audio_tokens, reasoning_tokens, cached_tokens},
+//! `error` {message}
 //! (speech rendering failed; the turn goes on), and last, exactly once, `done` {reason, usage,
 //! turns, error?, save_error?}.
 //!
@@ -126,6 +128,10 @@ struct CreateSession {
     repetition_penalty: Option<f64>,
     seed: Option<u64>,
     max_new_tokens: Option<usize>,
+    /// Whether answers start with a think phase (default: `[agent] think`).
+    think: Option<bool>,
+    /// The most tokens of one think phase.
+    reasoning_max_tokens: Option<usize>,
 }
 
 impl RequestBody for CreateSession {
@@ -164,6 +170,13 @@ fn settings_for(rt: &AgentRuntime, req: CreateSession) -> Result<SessionSettings
             return Err("max_steps must be at least 1".into());
         }
         s.max_steps = steps;
+    }
+    s.think = req.think.unwrap_or(s.think);
+    s.reasoning_max_tokens = req.reasoning_max_tokens.unwrap_or(s.reasoning_max_tokens);
+    if s.reasoning_max_tokens == 0 {
+        return Err(
+            "reasoning_max_tokens must be at least 1 (`think: false` turns thinking off)".into()
+        );
     }
     let sampling = &mut s.sampling;
     sampling.temperature = req.temperature.unwrap_or(sampling.temperature);

@@ -329,7 +329,7 @@ mod tests {
         assert!(slot.try_begin().is_none(), "a second concurrent turn is refused");
         slot.end(
             &turn,
-            Usage { input_tokens: 5, output_tokens: 3, audio_tokens: 1, cached_tokens: 0 },
+            Usage { input_tokens: 5, output_tokens: 3, audio_tokens: 1, ..Usage::default() },
             Some("completed"),
         );
         drop(turn);

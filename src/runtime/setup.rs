@@ -21,7 +21,7 @@ use voxloop_retrieval::AudioIndex;
 use voxloop_tools::{AudioSearch, DateTimeTool, TimbreRag, VoiceList, WeatherTool, WebSearch};
 use voxloop_voices::{Token2Wav, VoiceLibrary, VoiceProfile, VoiceSwapper};
 
-use crate::config::{AnswerMode, Config, ModelBackend, DEFAULT_VOICE_NAME};
+use crate::config::{AnswerMode, Config, ModelBackend, ThinkSetting, DEFAULT_VOICE_NAME};
 use crate::runtime::approvals::Approvals;
 use crate::runtime::sessions::SessionTable;
 use crate::runtime::store::SessionStore;
@@ -296,7 +296,7 @@ pub fn load(
     let approver: Arc<dyn Approver> = Arc::new(TurnApprover::new(config.agent.policies.clone()));
     let tool_builder = ToolBuilder::new(config, index.as_ref(), timbre, Some(approver))?;
     let tools = tool_builder.build(external)?;
-    let defaults = session_defaults(config, &tools)?;
+    let defaults = session_defaults(config, &tools, &model_dir)?;
     let agent_config = AgentConfig {
         fixed_now: config.fixed_now().map_err(|e| anyhow::anyhow!("[agent] fixed_now: {e}"))?,
         prefix_cache_bytes: config.agent.prefix_cache_mb.saturating_mul(1024 * 1024),
@@ -347,10 +347,27 @@ pub fn load_agent(
     Ok(Agent::over_remote(model, Arc::new(tokenizer), tools, agent_config)?)
 }
 
-/// The `[agent]` table as session settings.
-fn session_defaults(config: &Config, tools: &ToolRegistry) -> anyhow::Result<SessionSettings> {
+/// The `[agent]` table as session settings (`think = "auto"` asks the checkpoint in
+/// `model_dir`).
+fn session_defaults(
+    config: &Config,
+    tools: &ToolRegistry,
+    model_dir: &std::path::Path,
+) -> anyhow::Result<SessionSettings> {
     let a = &config.agent;
-    let mut s = SessionSettings::default();
+    let think = match a.think {
+        ThinkSetting::On => true,
+        ThinkSetting::Off => false,
+        ThinkSetting::Auto => voxloop_core::model::is_reasoning_checkpoint(model_dir),
+    };
+    if think {
+        tracing::info!(budget = a.reasoning_max_tokens, "answers start with a think phase");
+    }
+    let mut s = SessionSettings {
+        think,
+        reasoning_max_tokens: a.reasoning_max_tokens,
+        ..SessionSettings::default()
+    };
     if let Some(prompt) = &a.system_prompt {
         s.system_prompt = prompt.clone();
     }

@@ -8,6 +8,7 @@ application written against OpenAI's Realtime API would.
     client.py cancel <addr> <question.wav>   # response.cancel, then barge-in by speech
     client.py errors <addr>                  # bad frames and events get `error` events
     client.py filler <addr>                  # a slow server tool: the filler plays meanwhile
+    client.py think <addr>                   # a thinking server: voxloop.reasoning.delta first
 
 <addr> is host:port of `voxloop serve`. Prints one JSON object with what it observed, for
 tests/realtime.rs to assert on. The checkpoint under test has random weights: this reports
@@ -411,6 +412,23 @@ async def filler(addr):
         return report
 
 
+async def think(addr):
+    async with connect(addr) as conn:
+        log = Log(conn)
+        await log.until("session.created")
+        session = {
+            "output_modalities": ["text"],
+            "max_output_tokens": 8,
+            "tool_choice": "none",
+            "audio": {"input": {"turn_detection": None}},
+        }
+        await ask(conn, log, session, "Why is the sky blue?")
+        response = (await log.until("response.done"))["response"]
+        deltas = [e["delta"] for e in log.of("voxloop.reasoning.delta")]
+        ids = {e["response_id"] for e in log.of("voxloop.reasoning.delta")}
+        return {"response": response, "reasoning": deltas, "response_ids": sorted(ids), "types": log.types()}
+
+
 def main():
     command, addr = sys.argv[1], sys.argv[2]
     args = sys.argv[3:]
@@ -421,6 +439,7 @@ def main():
         "cancel": cancel,
         "errors": errors,
         "filler": filler,
+        "think": think,
     }[command]
     print(json.dumps(asyncio.run(run(addr, *args))))
 

@@ -20,6 +20,13 @@ pub trait ConstraintFactory: Send + Sync {
         choice: &ToolChoice,
         mode: GenerationMode,
     ) -> Result<Option<Box<dyn LogitsMask + Send>>>;
+
+    /// The mask of a think phase ([`SessionSettings::think`](crate::session::SessionSettings::think)):
+    /// by default that of a text step that may not call tools (no speech codes, no
+    /// `<tool_call>`). The phase ends when its text holds `</think>`, whatever the mask.
+    fn build_reasoning(&self) -> Result<Option<Box<dyn LogitsMask + Send>>> {
+        self.build(&ToolChoice::None, GenerationMode::Text)
+    }
 }
 
 /// The default: [`crate::protocol::ToolCallConstraint`] over the declared tools, for every

@@ -17,6 +17,8 @@ pub struct Usage {
     pub output_tokens: usize,
     /// Of the generated ids, the speech codes (`<audio_N>`, N < 6561).
     pub audio_tokens: usize,
+    /// Of the generated ids, those of think phases ([`AgentEvent::Reasoning`]).
+    pub reasoning_tokens: usize,
     /// Ids of the prompt that were in the KV cache already, not prefilled again (the
     /// session's own history, or a prefix shared with the conversation the model ran last;
     /// see the agent module documentation). Summed over the steps of a turn.
@@ -28,6 +30,7 @@ impl std::ops::AddAssign for Usage {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.audio_tokens += other.audio_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
         self.cached_tokens += other.cached_tokens;
     }
 }
@@ -73,6 +76,10 @@ pub enum AgentEvent {
     /// `<tts_start>` … `<tts_end>`), otherwise written content. Tool-call text is not
     /// reported here.
     TextDelta { text: String, in_speech: bool },
+    /// Text of the think phase ([`SessionSettings::think`](crate::session::SessionSettings::think)),
+    /// without its `<think>` / `</think>` marks: for the client's eyes, never spoken, and not
+    /// kept in the history. Comes before the step's answer.
+    Reasoning { text: String },
     /// Speech codes (0..=6560, 25 Hz) for the vocoder.
     AudioTokens(Vec<u16>),
     /// Rendered speech (turns run with [`Agent::speak_turn`](super::Agent::speak_turn)):

@@ -28,6 +28,17 @@
 //!    [`SessionSettings::follow_up_tool_choice`]; after [`SessionSettings::max_steps`] steps
 //!    that called tools, one last step runs with [`ToolChoice::None`]
 //!    ([`TurnEndReason::MaxSteps`]).
+//! 5. A session that thinks ([`SessionSettings::think`], for a reasoning checkpoint such as
+//!    Step-Audio-2-mini-Think: [`crate::model::is_reasoning_checkpoint`]) runs the step that
+//!    answers a human turn in two phases, as upstream's `examples-think.py`: the assistant
+//!    turn opens with `\n<think>\n` and the model writes, under
+//!    [`ConstraintFactory::build_reasoning`]'s mask and at most
+//!    [`SessionSettings::reasoning_max_tokens`] ids, until its text holds `</think>`
+//!    (streamed as [`AgentEvent::Reasoning`], counted in [`Usage::reasoning_tokens`]); then
+//!    what is missing of `</think>\n\n`, and `<tts_start>` for speech, is prefilled and the
+//!    answer generated as any step's. The history keeps the answer alone (upstream drops the
+//!    think text), so the cache is cut back to the prefilled turns and the answer is
+//!    prefilled, without its thinking, with the next step or turn.
 //!
 //! # Cancellation (barge-in)
 //!
@@ -37,6 +48,8 @@
 //! - cancelled while generating: the ids generated so far are kept as the assistant turn (it
 //!   is what the user heard), cut before the first `<tool_call>`; the cache is truncated to
 //!   match. Nothing generated: only the prompt's turns are kept.
+//! - cancelled while thinking: nothing was said; the prompt's turns are kept (and cached), the
+//!   think phase is not.
 //! - cancelled while tools run: the assistant turn stays with all its calls; the calls that
 //!   finished keep their real results, the others get a "cancelled" error result. Those
 //!   `input` turns are prefilled with the next turn.

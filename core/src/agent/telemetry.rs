@@ -13,7 +13,10 @@
 //! (the voice-agent draft's name) for generated speech codes,
 //! `gen_ai.agent.invocation.end_reason` for how the turn ended, and
 //! `gen_ai.response.time_to_first_chunk` (seconds, from submitting the step to the first
-//! generated id) for time to first token. `gen_ai.response.finish_reasons` is an array in
+//! generated id) for time to first token, and (the incubating conventions' name)
+//! `gen_ai.usage.reasoning.output_tokens` for the ids of think phases, which
+//! `gen_ai.usage.output_tokens` includes; each think phase is also a `reasoning` event on its
+//! step's span. `gen_ai.response.finish_reasons` is an array in
 //! OpenTelemetry; `tracing` records it as its JSON text (`["tool_calls"]`).
 //!
 //! Counts are recorded as `i64`: `tracing-opentelemetry` exports an `i64` as an integer
@@ -26,7 +29,7 @@ use tracing::Span;
 
 use super::events::{TurnEndReason, Usage};
 use super::AgentConfig;
-use crate::generate::SamplingParams;
+use crate::generate::{FinishReason, SamplingParams};
 use crate::protocol::{GenerationMode, ToolChoice};
 
 /// `gen_ai.provider.name`: a custom value, as the conventions allow.
@@ -47,6 +50,7 @@ pub(crate) fn invoke_agent(config: &AgentConfig, conversation: &str) -> Span {
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.usage.output_audio_tokens = Empty,
+        gen_ai.usage.reasoning.output_tokens = Empty,
         voxloop.steps = Empty,
         "error.type" = Empty,
         otel.status_code = Empty,
@@ -109,6 +113,7 @@ pub(crate) fn chat(parent: &Span, step: &ChatStep<'_>) -> Span {
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.usage.output_audio_tokens = Empty,
+        gen_ai.usage.reasoning.output_tokens = Empty,
         gen_ai.response.finish_reasons = Empty,
         gen_ai.response.time_to_first_chunk = Empty,
         voxloop.step = step.step as i64,
@@ -145,8 +150,29 @@ pub(crate) fn end_chat(span: &Span, usage: Usage, finish: &str, first_token: Opt
     }
 }
 
+/// Marks the end of a step's think phase with an event on its `chat` span: the phase's
+/// token count (also `gen_ai.usage.reasoning.output_tokens` of the step and the turn) and how
+/// it ended (`closed` by `</think>`, `budget`, `eot` or `cancelled`).
+pub(crate) fn reasoned(span: &Span, tokens: usize, finish: FinishReason) {
+    let end = match finish {
+        FinishReason::Callback => "closed",
+        FinishReason::Length => "budget",
+        FinishReason::Stop(_) => "eot",
+        FinishReason::Cancelled => "cancelled",
+    };
+    tracing::info!(
+        parent: span,
+        gen_ai.usage.reasoning.output_tokens = tokens as i64,
+        voxloop.reasoning.end = end,
+        "reasoning"
+    );
+}
+
 fn record_usage(span: &Span, usage: Usage) {
     span.record("gen_ai.usage.input_tokens", usage.input_tokens as i64);
     span.record("gen_ai.usage.output_tokens", usage.output_tokens as i64);
     span.record("gen_ai.usage.output_audio_tokens", usage.audio_tokens as i64);
+    if usage.reasoning_tokens > 0 {
+        span.record("gen_ai.usage.reasoning.output_tokens", usage.reasoning_tokens as i64);
+    }
 }

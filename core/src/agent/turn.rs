@@ -2,26 +2,24 @@
 //! cache record updated only at consistent points (see the module documentation of
 //! [`super`] for the cancellation rules).
 
+mod reasoning;
 mod remote;
+mod step;
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tracing::{Instrument, Span};
 
 use super::events::{AgentEvent, TurnEndReason, Usage};
-use super::prompt::{step_prompt, StepPrompt};
 use super::stream::{CancelHandle, Emitter};
 use super::telemetry::{self, ChatStep};
 use super::toolset::ToolSet;
 use super::{step_choice, Agent, ClientTools, TurnInput};
-use crate::generate::{FinishReason, GenerationEvent, GenerationRequest};
-use crate::protocol::{Demux, DemuxEvent, GenerationMode, ToolCallError, ToolChoice};
-use crate::session::{AssistantTurn, Session, SessionSettings, ToolResultTurn, Turn};
-use crate::tokenizer::{SpecialTokens, StepTokenizer, TextStream, TokenClass};
+use crate::protocol::{GenerationMode, ToolCallError, ToolChoice};
+use crate::session::{AssistantTurn, Session, ToolResultTurn, Turn};
 use crate::tool::{
     new_call_id, truncate_output, ApprovalAsker, AttachmentSink, ToolCall, ToolContext, ToolError,
     ToolErrorKind, ToolResult,
@@ -105,8 +103,9 @@ type CallSlot = std::result::Result<ToolCall, ToolCallError>;
 
 /// A step that generated to its end.
 struct Generated {
-    /// The generation prompt ids (already in the cache, before `turn.ids`).
-    prompt: Vec<i64>,
+    /// The generation prompt ids (already in the cache, before `turn.ids`); `None`: the
+    /// turn is not in the cache (its think phase was, and was cut off).
+    prompt: Option<Vec<i64>>,
     /// The assistant turn, not yet in the session.
     turn: AssistantTurn,
     /// Its calls, in order.
@@ -176,7 +175,7 @@ impl TurnRun<'_> {
             let finished =
                 if last && step > 1 { TurnEndReason::MaxSteps } else { TurnEndReason::Completed };
             if generated.calls.is_empty() {
-                session.commit_assistant(&generated.prompt, generated.turn);
+                commit(session, generated.prompt.as_deref(), generated.turn);
                 return Ok(finished);
             }
             let client_calls = self.client.map(|client| {
@@ -206,7 +205,7 @@ impl TurnRun<'_> {
                         arguments: call.arguments.clone(),
                     });
                 }
-                session.commit_assistant(&generated.prompt, generated.turn);
+                commit(session, generated.prompt.as_deref(), generated.turn);
                 for result in results {
                     session.push_turn(Turn::ToolResult(self.result_turn(result)));
                 }
@@ -218,7 +217,7 @@ impl TurnRun<'_> {
             }
             if self.client.is_some_and(|client| !client.beside_own()) {
                 // Only malformed calls, which no client can run: the step ends the turn.
-                session.commit_assistant(&generated.prompt, generated.turn);
+                commit(session, generated.prompt.as_deref(), generated.turn);
                 return Ok(finished);
             }
             let (results, cancelled) = if last {
@@ -227,7 +226,7 @@ impl TurnRun<'_> {
             } else {
                 self.run_tools(&generated.calls).await
             };
-            session.commit_assistant(&generated.prompt, generated.turn);
+            commit(session, generated.prompt.as_deref(), generated.turn);
             for result in results {
                 session.push_turn(Turn::ToolResult(self.result_turn(result)));
             }
@@ -239,142 +238,6 @@ impl TurnRun<'_> {
             }
         }
         Ok(TurnEndReason::Completed)
-    }
-
-    /// One generation step: prefill what the cache lacks, generate, stream the events.
-    async fn generate(
-        &mut self,
-        session: &mut Session,
-        step: usize,
-        settings: &SessionSettings,
-        choice: &ToolChoice,
-    ) -> Result<Step> {
-        let agent = self.agent;
-        if let Some(model) = agent.remote_model() {
-            return self.generate_remote(model, session, step, settings, choice).await;
-        }
-        let tokenizer: &StepTokenizer = &agent.tokenizer;
-        let special = *tokenizer.special();
-        let mode = settings.mode();
-        let StepPrompt { segments, pending, ranges, closes_open, generation } =
-            step_prompt(session, tokenizer, mode)?;
-        let before = session.cached_ids().len();
-        let prompt_len = pending.len() + generation.len();
-        let params =
-            settings.sampling.params(vec![special.eot, special.endoftext], before + prompt_len);
-        params.validate()?;
-        let span = self.chat_span(session, step, mode, &params, choice, None);
-        let mask = match self.client {
-            Some(client) => client.constraints().build(choice, mode)?,
-            None => self.tools.constraints.build(choice, mode)?,
-        };
-        let request = GenerationRequest {
-            cached: session.cached_ids().to_vec(),
-            segments,
-            params,
-            mask,
-            cancel: self.cancel.flag(),
-        };
-
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let submitted = Instant::now();
-        let worker = agent.worker().ok_or_else(|| Error::Agent("no local model".to_owned()))?;
-        worker.generate(request, move |event| match tx.send(event) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        })?;
-        let mut reader = StepReader::new(special, tokenizer, mode, self.out);
-        let mut first_token = None;
-        let result = loop {
-            match rx.recv().await {
-                Some(GenerationEvent::Token(id)) => {
-                    first_token.get_or_insert_with(|| submitted.elapsed());
-                    reader.push(id);
-                }
-                Some(GenerationEvent::Finished(result)) => break result,
-                None => {
-                    break Err(Error::InferenceWorkerStopped(
-                        "the generation ended without a result".to_owned(),
-                    ))
-                }
-            }
-        };
-        reader.finish();
-        let mut usage = Usage {
-            input_tokens: prompt_len,
-            output_tokens: reader.output_tokens,
-            audio_tokens: reader.audio_tokens,
-            cached_tokens: before,
-        };
-
-        let output = match result {
-            Ok(output) => output,
-            Err(error) => {
-                self.roll_back(session, before).await;
-                usage.input_tokens = 0;
-                self.end_step(&span, step, usage, "error", first_token);
-                return Err(error);
-            }
-        };
-        if output.finish_reason == FinishReason::Cancelled {
-            // Keep what was said, cut before any tool call: no call may lack its result.
-            let keep_len = output
-                .tokens
-                .iter()
-                .position(|&id| id == special.tool_call_start)
-                .unwrap_or(output.tokens.len());
-            let keep = output.tokens[..keep_len].to_vec();
-            let kept = if keep.is_empty() { 0 } else { generation.len() + keep.len() };
-            let target = before + pending.len() + kept;
-            let prefilled = agent
-                .on_worker(move |model| -> Result<bool> {
-                    if model.cache_len() == before {
-                        return Ok(false);
-                    }
-                    model.truncate(target)?;
-                    Ok(true)
-                })
-                .await;
-            match prefilled {
-                Ok(Ok(true)) => {
-                    session.commit_prefill(&pending, &ranges, closes_open);
-                    if !keep.is_empty() {
-                        let text = transcript(tokenizer, &keep);
-                        let turn = AssistantTurn {
-                            speech: mode == GenerationMode::Speech,
-                            ids: keep,
-                            text,
-                            calls: Vec::new(),
-                            reply_id: None,
-                        };
-                        session.commit_assistant(&generation, turn);
-                    }
-                }
-                Ok(Ok(false)) => usage.input_tokens = 0,
-                Ok(Err(_)) | Err(_) => session.invalidate_cache(),
-            }
-            self.end_step(&span, step, usage, "cancelled", first_token);
-            return Ok(Step::Cancelled);
-        }
-
-        session.commit_prefill(&pending, &ranges, closes_open);
-        let finish = if !reader.calls.is_empty() {
-            "tool_calls"
-        } else if output.finish_reason == FinishReason::Length {
-            "length"
-        } else {
-            "stop"
-        };
-        self.end_step(&span, step, usage, finish, first_token);
-        let calls = reader.calls;
-        let turn = AssistantTurn {
-            speech: mode == GenerationMode::Speech,
-            ids: output.tokens,
-            text: reader.transcript,
-            calls: calls.iter().filter_map(|call| call.as_ref().ok().cloned()).collect(),
-            reply_id: None,
-        };
-        Ok(Step::Generated(Generated { prompt: generation, turn, calls }))
     }
 
     /// The `chat` span of a step (`server`: the remote model's host and port).
@@ -542,79 +405,10 @@ impl TurnRun<'_> {
     }
 }
 
-/// Reads the ids of one step as they come: events out, calls and counts kept.
-struct StepReader<'t> {
-    demux: Demux<&'t StepTokenizer>,
-    text: TextStream<'t>,
-    out: &'t Emitter,
-    transcript: String,
-    calls: Vec<CallSlot>,
-    output_tokens: usize,
-    audio_tokens: usize,
-}
-
-impl<'t> StepReader<'t> {
-    fn new(
-        special: SpecialTokens,
-        tokenizer: &'t StepTokenizer,
-        mode: GenerationMode,
-        out: &'t Emitter,
-    ) -> Self {
-        Self {
-            demux: Demux::new(special, tokenizer, mode),
-            text: tokenizer.decode_stream(),
-            out,
-            transcript: String::new(),
-            calls: Vec::new(),
-            output_tokens: 0,
-            audio_tokens: 0,
-        }
+/// Adds a generated turn to the history: as cached after `prompt`, or (`None`) uncached.
+fn commit(session: &mut Session, prompt: Option<&[i64]>, turn: AssistantTurn) {
+    match prompt {
+        Some(prompt) => session.commit_assistant(prompt, turn),
+        None => session.push_turn(Turn::Assistant(turn)),
     }
-
-    fn push(&mut self, id: i64) {
-        self.output_tokens += 1;
-        for event in self.demux.push(id) {
-            self.handle(event);
-        }
-    }
-
-    /// Ends the step (closing a call left open by the token limit or a cancel).
-    fn finish(&mut self) {
-        for event in self.demux.finish() {
-            self.handle(event);
-        }
-    }
-
-    fn handle(&mut self, event: DemuxEvent) {
-        match event {
-            DemuxEvent::TextDelta { ids, in_speech } => {
-                let mut text = String::new();
-                for id in ids {
-                    if let Ok(Some(piece)) = self.text.step(id) {
-                        text.push_str(&piece);
-                    }
-                }
-                if !text.is_empty() {
-                    self.transcript.push_str(&text);
-                    self.out.emit(AgentEvent::TextDelta { text, in_speech });
-                }
-            }
-            DemuxEvent::AudioTokens(codes) => {
-                self.audio_tokens += codes.len();
-                self.out.emit(AgentEvent::AudioTokens(codes));
-            }
-            DemuxEvent::ToolCall(parsed) => self
-                .calls
-                .push(parsed.map(|call| ToolCall::new(call.name, Value::Object(call.arguments)))),
-            DemuxEvent::Control(_) | DemuxEvent::ToolCallStart | DemuxEvent::End => {}
-        }
-    }
-}
-
-/// The text of generated ids (speech codes and control ids left out).
-fn transcript(tokenizer: &StepTokenizer, ids: &[i64]) -> String {
-    let special = tokenizer.special();
-    let text: Vec<i64> =
-        ids.iter().copied().filter(|&id| special.classify(id) == TokenClass::Text).collect();
-    tokenizer.decode(&text).unwrap_or_default()
 }

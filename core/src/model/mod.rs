@@ -41,6 +41,22 @@ use qwen2::Qwen2;
 
 use crate::{Error, Result};
 
+/// Whether the checkpoint in `dir` was trained to think before it answers, as
+/// stepfun-ai/Step-Audio-2-mini-Think is: its architecture and config are those of the plain
+/// release, so only its name tells (the directory's, or the `_name_or_path` its `config.json`
+/// was saved with), holding the word `Think`. A service's `[agent] think` setting overrides it.
+pub fn is_reasoning_checkpoint(dir: &Path) -> bool {
+    let saved_as = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|config| config.get("_name_or_path")?.as_str().map(str::to_owned));
+    let names = [dir.file_name().and_then(|n| n.to_str()).map(str::to_owned), saved_as];
+    names.iter().flatten().any(|name| {
+        let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
+        last.split(|c: char| !c.is_alphanumeric()).any(|word| word.eq_ignore_ascii_case("think"))
+    })
+}
+
 /// A loaded Step-Audio 2 model and its KV cache.
 #[derive(Debug)]
 pub struct StepAudio2 {

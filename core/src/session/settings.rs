@@ -106,6 +106,15 @@ pub struct SessionSettings {
     /// Tool choice of the later steps (after tool results). `Required` or `Named` here
     /// would make every step call a tool until `max_steps`.
     pub follow_up_tool_choice: ToolChoice,
+    /// Think before answering (a reasoning checkpoint such as Step-Audio-2-mini-Think): the
+    /// step that answers a human turn first generates a `<think>` … `</think>` phase, which is
+    /// streamed as [`AgentEvent::Reasoning`](crate::agent::AgentEvent::Reasoning), never spoken,
+    /// and dropped from the history once the answer is in (stepfun-ai/Step-Audio2
+    /// `examples-think.py`). Checkpoints not trained for it only ramble.
+    pub think: bool,
+    /// The most tokens one think phase may take; at the budget the phase is closed with
+    /// `</think>` and the answer begins.
+    pub reasoning_max_tokens: usize,
     /// The most generation steps of one turn that may call tools. When the last of them
     /// calls tools, one more step runs with [`ToolChoice::None`] to answer with the results.
     pub max_steps: usize,
@@ -123,6 +132,9 @@ impl Default for SessionSettings {
             tool_choice: ToolChoice::Auto,
             follow_up_tool_choice: ToolChoice::Auto,
             max_steps: 3,
+            think: false,
+            // upstream's examples-think.py gives the think pass max_new_tokens=2048.
+            reasoning_max_tokens: 2048,
         }
     }
 }

@@ -19,9 +19,18 @@ pub struct SpanRecord {
     pub fields: BTreeMap<String, String>,
 }
 
+/// One event: its span (explicit, else the innermost entered one) and fields (`message`
+/// included).
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub parent: Option<u64>,
+    pub fields: BTreeMap<String, String>,
+}
+
 #[derive(Default)]
 struct State {
     spans: Vec<SpanRecord>,
+    events: Vec<EventRecord>,
     stack: Vec<u64>,
 }
 
@@ -36,6 +45,13 @@ impl Recorder {
 
     pub fn named(&self, name: &str) -> Vec<SpanRecord> {
         self.spans().into_iter().filter(|span| span.name == name).collect()
+    }
+
+    /// The events whose `message` is `message`.
+    pub fn events(&self, message: &str) -> Vec<EventRecord> {
+        let state = self.0.lock().unwrap();
+        let named = |e: &&EventRecord| e.fields.get("message").is_some_and(|m| m == message);
+        state.events.iter().filter(named).cloned().collect()
     }
 }
 
@@ -80,7 +96,19 @@ impl Subscriber for Recorder {
 
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
-    fn event(&self, _: &Event<'_>) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut state = self.0.lock().unwrap();
+        let parent = if event.is_root() {
+            None
+        } else if let Some(parent) = event.parent() {
+            Some(parent.into_u64())
+        } else {
+            state.stack.last().copied()
+        };
+        let mut fields = BTreeMap::new();
+        event.record(&mut Fields(&mut fields));
+        state.events.push(EventRecord { parent, fields });
+    }
 
     fn enter(&self, span: &Id) {
         self.0.lock().unwrap().stack.push(span.into_u64());

@@ -6,7 +6,9 @@
 //! Spoken answers carry their transcript in `audio.transcript` (`content` holds only text
 //! written outside the speech, `null` when there is none), the audio in `audio.data`, and
 //! StepFun's `tts_content` (`tts_text`, and `tts_audio` as `<audio_N>` codes) so that the
-//! clients of StepFun's vLLM server read them as they do there.
+//! clients of StepFun's vLLM server read them as they do there. A think phase comes as
+//! `reasoning_content`, the field vLLM's reasoning parsers (StepFun's `step-audio2` one
+//! included) fill; its tokens are counted in `completion_tokens_details.reasoning_tokens`.
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -27,6 +29,8 @@ pub struct Call {
 /// One piece of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delta {
+    /// Text of the think phase.
+    Reasoning(String),
     /// Written text.
     Content(String),
     /// Text of the speech.
@@ -89,6 +93,7 @@ pub struct Collector {
     transcript_scan: StopScan,
     /// A stop string was met: the rest of the turn is not reported (it is being cancelled).
     stopped: bool,
+    pub reasoning: String,
     pub content: String,
     pub transcript: String,
     pub codes: Vec<u16>,
@@ -125,6 +130,11 @@ impl Collector {
             return Vec::new();
         }
         match event {
+            // Stop strings cut the answer, not the thinking before it.
+            AgentEvent::Reasoning { text } => {
+                self.reasoning.push_str(&text);
+                vec![Delta::Reasoning(text)]
+            }
             AgentEvent::TextDelta { text, in_speech: false } => {
                 let (out, hit) = self.content_scan.push(&text);
                 self.stopped = hit;
@@ -227,7 +237,10 @@ pub fn usage_json(usage: &Usage, envelope: &Envelope) -> Value {
             "cached_tokens": usage.cached_tokens,
             "audio_tokens": envelope.prompt_audio_tokens,
         },
-        "completion_tokens_details": { "audio_tokens": usage.audio_tokens },
+        "completion_tokens_details": {
+            "audio_tokens": usage.audio_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+        },
     })
 }
 
@@ -259,6 +272,9 @@ pub fn completion(envelope: &Envelope, answer: &Collector, finish: &str) -> Valu
         Value::String(answer.content.clone())
     };
     let mut message = json!({ "role": "assistant", "content": content });
+    if !answer.reasoning.is_empty() {
+        message["reasoning_content"] = Value::String(answer.reasoning.clone());
+    }
     if !answer.calls.is_empty() {
         message["tool_calls"] =
             answer.calls.iter().map(|call| tool_call_json(None, call)).collect();
@@ -314,6 +330,7 @@ pub fn usage_chunk(envelope: &Envelope, usage: &Usage) -> Value {
 pub fn delta_json(envelope: &Envelope, delta: &Delta) -> Value {
     let audio_id = envelope.audio.as_ref().map(|(id, _)| id.as_str()).unwrap_or_default();
     match delta {
+        Delta::Reasoning(text) => json!({ "reasoning_content": text }),
         Delta::Content(text) => json!({ "content": text }),
         Delta::Transcript(text) => json!({
             "audio": { "id": audio_id, "transcript": text },

@@ -58,6 +58,9 @@ pub struct ChatRequest {
     pub logit_bias: Option<Map<String, Value>>,
     pub presence_penalty: Option<f64>,
     pub frequency_penalty: Option<f64>,
+    /// `none` answers without a think phase; `minimal`, `low`, `medium` or `high` with one
+    /// (of at most `[agent] reasoning_max_tokens`); unset: as `[agent] think` says.
+    pub reasoning_effort: Option<String>,
 }
 
 /// `audio`: how to speak the answer.
@@ -97,6 +100,21 @@ pub struct StreamOptions {
 const MAX_STOP: usize = 4;
 
 impl ChatRequest {
+    /// Whether the answer starts with a think phase: `Some` when `reasoning_effort` says.
+    pub fn thinks(&self) -> Result<Option<bool>, ChatError> {
+        match self.reasoning_effort.as_deref() {
+            None => Ok(None),
+            Some("none") => Ok(Some(false)),
+            Some("minimal" | "low" | "medium" | "high") => Ok(Some(true)),
+            Some(other) => Err(ChatError::invalid(
+                format!(
+                    "reasoning_effort {other:?} is not one of none, minimal, low, medium, high"
+                ),
+                "reasoning_effort",
+            )),
+        }
+    }
+
     /// Refuses what voxloop cannot honour: more than one choice, log probabilities, other
     /// response formats, logit biases and penalties, audio output without `audio`, a WAV
     /// stream.

@@ -286,6 +286,16 @@ impl Emitter {
                 tracing::warn!(error = %message, "speech rendering failed in a realtime response");
             }
             AgentEvent::AudioTokens(_) => {}
+            // The think phase: the Realtime API has no event for it (its models do not show
+            // their reasoning), so it goes as voxloop's own, shaped like the Responses API's
+            // `response.reasoning_text.delta`; it is not part of any output item.
+            AgentEvent::Reasoning { text } => {
+                if self.cancelled {
+                    return;
+                }
+                let fields = json!({ "response_id": self.response_id, "delta": text });
+                self.send("voxloop.reasoning.delta", fields).await;
+            }
             // Non-text content of a server-side call: no Realtime event carries it, so it
             // goes as voxloop's own (clients ignore event types they do not know).
             AgentEvent::ToolAttachment { id, content } => {

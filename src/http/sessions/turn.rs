@@ -41,6 +41,7 @@ fn usage_json(u: &Usage) -> Value {
         "input_tokens": u.input_tokens,
         "output_tokens": u.output_tokens,
         "audio_tokens": u.audio_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
         "cached_tokens": u.cached_tokens,
     })
 }
@@ -131,6 +132,7 @@ async fn handle_event(
         AgentEvent::TextDelta { text, in_speech } => {
             out.send("text", json!({ "text": text, "in_speech": in_speech })).await
         }
+        AgentEvent::Reasoning { text } => out.send("reasoning", json!({ "text": text })).await,
         AgentEvent::AudioTokens(codes) => out.send("audio_tokens", json!({ "codes": codes })).await,
         AgentEvent::Audio { pcm, sample_rate } => {
             out.send("audio", audio_json(&pcm, sample_rate)).await

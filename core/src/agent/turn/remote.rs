@@ -106,7 +106,7 @@ impl TurnRun<'_> {
         };
         self.end_step(&span, step, usage, finish, first);
         let turn = answer.into_turn(made, reader.reply_id);
-        Ok(Step::Generated(Generated { prompt: Vec::new(), turn, calls }))
+        Ok(Step::Generated(Generated { prompt: Some(Vec::new()), turn, calls }))
     }
 }
 
@@ -131,6 +131,7 @@ fn usage_of(usage: Option<&Value>, answer: &RemoteAnswer<'_>) -> Usage {
         output_tokens: count("/completion_tokens").unwrap_or(answer.ids.len()),
         audio_tokens: count("/completion_tokens_details/audio_tokens").unwrap_or(answer.codes),
         cached_tokens: cached,
+        reasoning_tokens: 0,
     }
 }
 
