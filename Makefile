@@ -110,7 +110,7 @@ examples: check-libtorch check-minilm check-onnxruntime
 	$(EXAMPLES_BIN)/voice_clone
 	$(EXAMPLES_BIN)/audio_search voices/tests/fixtures/prompt "a low voice"
 
-# The agent and service tests again at three other dates and with 1 and 2 threads (libfaketime;
+# The agent and service tests again at two other dates, with 1 and with 2 threads (libfaketime;
 # scripts/faketime.sh fetches it when Debian's is not installed): no test may depend on the day.
 date-check: check-libtorch check-minilm check-onnxruntime
 	$(CARGO) build --workspace --examples
