@@ -201,7 +201,10 @@ fn run_serve(config: Config) -> anyhow::Result<()> {
             mcp::refresh::spawn(std::sync::Arc::clone(&mcp_clients), std::sync::Arc::clone(agent));
         }
         let listener = http::server::bind(config.server.addr).await?;
+        // A target of its own, so that a quiet log (`VOXLOOP_LOG=warn,voxloop::listening=info`)
+        // can still tell a supervisor or a test which port `--addr 127.0.0.1:0` got.
         tracing::info!(
+            target: "voxloop::listening",
             addr = %listener.local_addr()?,
             data_dir = %config.paths.data_dir.display(),
             default_config = DEFAULT_CONFIG_PATH,

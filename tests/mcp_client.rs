@@ -437,19 +437,7 @@ fn the_reference_server_over_streamable_http_gives_its_tools_to_the_agent() {
 /// it runs, lists its tools, and its get-sum runs from an agent turn.
 fn everything_over_http(mode: &str, path: &str, name: &str) {
     let Some(bin) = everything() else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut process = std::process::Command::new(&bin)
-        .arg(mode)
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let listening = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(listening, "the {mode} server did not listen on {port}");
+    let (mut process, port) = start_everything_http(&bin, mode);
     let tool = format!("{name}__get-sum");
     let server = serve_mcp(
         &format!("url = \"http://127.0.0.1:{port}{path}\"\n"),
@@ -464,6 +452,52 @@ fn everything_over_http(mode: &str, path: &str, name: &str) {
     drop(server);
     process.kill().ok();
     process.wait().ok();
+}
+
+/// server-everything over HTTP in `mode` on a free port: the child and its port. The server
+/// takes a port number (`PORT`), not port 0, so a port is picked here and freed; another
+/// test's listener may take it before node binds it. Node then still prints its "on port N"
+/// line (express calls the listen callback with the error) and then fails ("already in use")
+/// or exits, so the start counts once the line came and half a second passed without either;
+/// otherwise it is tried again on another port.
+fn start_everything_http(bin: &std::path::Path, mode: &str) -> (std::process::Child, u16) {
+    use std::io::BufRead as _;
+    use std::sync::mpsc;
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut process = std::process::Command::new(bin)
+            .arg(mode)
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = process.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Keeps draining the log after the test stopped listening.
+                sender.send(line.to_lowercase()).ok();
+            }
+        });
+        let failed = |line: &str| line.contains("already in use") || line.contains("eaddrinuse");
+        let announced = lines
+            .iter()
+            .take_while(|line| !failed(line))
+            .any(|line| line.contains(&format!("on port {port}")));
+        let quiet = announced
+            && match lines.recv_timeout(std::time::Duration::from_millis(500)) {
+                Ok(line) => !failed(&line),
+                Err(mpsc::RecvTimeoutError::Timeout) => true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => false,
+            };
+        if quiet && process.try_wait().unwrap().is_none() {
+            return (process, port);
+        }
+        process.kill().ok();
+        process.wait().ok();
+    }
+    panic!("the {mode} server did not start on any of 5 free ports");
 }
 
 /// The service on the tiny model with the reference server (stdio) as `everything`, and

@@ -12,6 +12,12 @@ pub fn start_server(cmd: Command) -> (Child, SocketAddr) {
     start_server_at(cmd, "127.0.0.1:0")
 }
 
+/// The address in `voxloop serve`'s "listening" log line (`addr=127.0.0.1:PORT`).
+pub fn logged_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("addr=").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 /// Starts `voxloop serve` listening on `addr` (`127.0.0.1:0`: a free port); the child and the
 /// address it logged.
 pub fn start_server_at(mut cmd: Command, addr: &str) -> (Child, SocketAddr) {
@@ -22,10 +28,7 @@ pub fn start_server_at(mut cmd: Command, addr: &str) -> (Child, SocketAddr) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
-        let rest = line.split("addr=").nth(1)?;
-        rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-    });
+    let addr = lines.by_ref().map_while(Result::ok).find_map(|line| logged_addr(&line));
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     match addr {
