@@ -30,6 +30,12 @@ pub enum Error {
     /// Untrusted text encoded to an added-token id: the base vocabulary contains that token.
     #[error("untrusted text encoded to the added token {token:?} (id {id})")]
     UntrustedSpecialToken { id: i64, token: String },
+    /// Untrusted text longer than the model's context can hold, refused before tokenizing.
+    #[error(
+        "the text is {bytes} bytes, at least {at_least} tokens, more than the {cap} the model's \
+         context holds"
+    )]
+    TextTooLong { bytes: usize, at_least: usize, cap: usize },
     /// A sampling parameter out of its range.
     #[error("sampling parameter {name}: {message}")]
     InvalidSamplingParams { name: &'static str, message: String },

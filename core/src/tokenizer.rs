@@ -155,6 +155,11 @@ pub struct StepTokenizer {
     is_added: Vec<bool>,
     special: SpecialTokens,
     vocab_size: usize,
+    /// The most bytes of normalized input one token of the untrusted path can cover.
+    longest_token_bytes: usize,
+    /// The most tokens an untrusted text may need (the model's context): see
+    /// [`StepTokenizer::with_untrusted_token_cap`].
+    untrusted_token_cap: Option<usize>,
 }
 
 impl StepTokenizer {
@@ -200,7 +205,103 @@ impl StepTokenizer {
         }
 
         let special = lookup_special_tokens(&full, source_name)?;
-        Ok(Self { full, plain, is_added, special, vocab_size })
+        let longest_token_bytes = longest_token_bytes(&plain);
+        Ok(Self {
+            full,
+            plain,
+            is_added,
+            special,
+            vocab_size,
+            longest_token_bytes,
+            untrusted_token_cap: None,
+        })
+    }
+
+    /// Refuses, before tokenizing it, any untrusted text that cannot fit in `cap` tokens
+    /// ([`Error::TextTooLong`]): an agent sets its model's context here, so that a request
+    /// with megabytes of text costs a length check, not a minute of BPE work whose result
+    /// would overflow the context anyway.
+    #[must_use]
+    pub fn with_untrusted_token_cap(mut self, cap: usize) -> Self {
+        self.untrusted_token_cap = Some(cap);
+        self
+    }
+
+    /// The cap set by [`StepTokenizer::with_untrusted_token_cap`].
+    pub fn untrusted_token_cap(&self) -> Option<usize> {
+        self.untrusted_token_cap
+    }
+
+    /// A lower bound on the number of tokens [`StepTokenizer::encode_untrusted`] gives for
+    /// `text`, found without tokenizing: the normalized text's bytes over the most bytes one
+    /// token covers (128 for Step-Audio 2's vocabulary, a run of spaces). Exact for text
+    /// made of the longest token repeated.
+    pub fn min_untrusted_tokens(&self, text: &str) -> Result<usize> {
+        use tokenizers::NormalizerWrapper;
+        use unicode_normalization::UnicodeNormalization as _;
+        let bytes = match self.plain.get_normalizer() {
+            None => text.len(),
+            // Step-Audio 2's (Qwen2's) normalizer, counted without building the normalized
+            // text or tokenizers' alignment table (16 bytes per input byte).
+            // ASCII text, and text already in NFC (the quick check), is its own NFC.
+            Some(NormalizerWrapper::NFC(_)) => {
+                let unchanged = text.is_ascii()
+                    || unicode_normalization::is_nfc_quick(text.chars())
+                        == unicode_normalization::IsNormalized::Yes;
+                if unchanged {
+                    text.len()
+                } else {
+                    text.nfc().map(char::len_utf8).sum()
+                }
+            }
+            Some(normalizer) => {
+                use tokenizers::Normalizer as _;
+                let mut normalized = tokenizers::NormalizedString::from(text);
+                normalizer.normalize(&mut normalized).map_err(|e| Error::Tokenize {
+                    operation: "normalize",
+                    message: e.to_string(),
+                })?;
+                normalized.get().len()
+            }
+        };
+        Ok(bytes.div_ceil(self.longest_token_bytes.max(1)))
+    }
+
+    /// [`Error::TextTooLong`] when untrusted `text` cannot fit in the cap (no cap: `Ok`).
+    pub fn check_untrusted_len(&self, text: &str) -> Result<()> {
+        self.check_untrusted_lens(std::iter::once(text))
+    }
+
+    /// [`Error::TextTooLong`] when `texts`, each encoded on its own, cannot fit in the cap
+    /// together (no cap: `Ok`).
+    pub fn check_untrusted_lens<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let Some(cap) = self.untrusted_token_cap else { return Ok(()) };
+        let texts: Vec<&str> = texts.into_iter().collect();
+        let bytes: usize = texts.iter().map(|t| t.len()).sum();
+        // The check is for the megabyte case: texts of no more bytes than the cap are let
+        // through without normalizing them (the model's cache still refuses an overflow).
+        if bytes <= cap {
+            return Ok(());
+        }
+        // NFC keeps at least a third of a text's bytes (a composed character is at most three
+        // times shorter than what composes to it: U+0390 from 6 bytes to 2, a Hangul syllable
+        // from 9 to 3), so a text over three times the cap's bytes is refused unnormalized;
+        // only texts under that bound (6 MiB for a 16k context) are normalized to count them.
+        let longest = self.longest_token_bytes.max(1);
+        let quick: usize = texts.iter().map(|t| t.len() / 3 / longest).sum();
+        let at_least = if quick > cap {
+            quick
+        } else {
+            let mut sum = 0;
+            for text in texts {
+                sum += self.min_untrusted_tokens(text)?;
+            }
+            sum
+        };
+        if at_least > cap {
+            return Err(Error::TextTooLong { bytes, at_least, cap });
+        }
+        Ok(())
     }
 
     /// The special-token ids.
@@ -249,7 +350,11 @@ impl StepTokenizer {
     /// Encodes text from outside (users, tools, web pages): it never yields an added-token
     /// id. The literal text `<|EOT|>` becomes ordinary text tokens, and decoding the result
     /// gives `text` back.
+    ///
+    /// Text that cannot fit in the cap ([`StepTokenizer::with_untrusted_token_cap`]) is
+    /// refused before any tokenizing.
     pub fn encode_untrusted(&self, text: &str) -> Result<Vec<i64>> {
+        self.check_untrusted_len(text)?;
         let encoding = self.plain.encode(text, false).map_err(|e| Error::Tokenize {
             operation: "encode_untrusted",
             message: e.to_string(),
@@ -290,6 +395,18 @@ impl StepTokenizer {
             .filter(|&u| self.full.id_to_token(u).is_some())
             .ok_or(Error::UnknownTokenId { id, vocab_size: self.vocab_size })
     }
+}
+
+/// The most bytes of normalized input one vocabulary entry of `tokenizer` stands for. A
+/// byte-level BPE entry is written one character per byte (`Ġ` is the space byte), so its
+/// length in characters; any other entry is a piece of the normalized text itself, so its
+/// length in bytes (an upper bound also for markers such as `▁` or `##`).
+fn longest_token_bytes(tokenizer: &Tokenizer) -> usize {
+    let byte_level =
+        matches!(tokenizer.get_decoder(), Some(tokenizers::DecoderWrapper::ByteLevel(_)));
+    let vocab = tokenizer.get_vocab(false);
+    let length = |token: &String| if byte_level { token.chars().count() } else { token.len() };
+    vocab.keys().map(length).max().unwrap_or(1)
 }
 
 /// Incremental decoding; see [`StepTokenizer::decode_stream`].

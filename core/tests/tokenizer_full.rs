@@ -284,3 +284,75 @@ fn every_added_token_spelled_as_text_stays_text() {
     assert!(plain.iter().all(|&i| i < FIRST_ADDED));
     assert_eq!(tok.decode(&plain).unwrap(), all);
 }
+
+/// The length check's bound on the real vocabulary: the longest entry covers 128 bytes (a run
+/// of spaces), so that many spaces repeated hit the bound exactly; any other text encodes to
+/// at least as many tokens as the bound says, NFC-composed text counted composed.
+#[test]
+fn the_token_lower_bound_is_exact_for_spaces_and_never_above_the_encoding() {
+    let tokenizer = tokenizer();
+    let spaces = " ".repeat(128 * 40);
+    assert_eq!(tokenizer.min_untrusted_tokens(&spaces).unwrap(), 40);
+    assert_eq!(tokenizer.encode_untrusted(&spaces).unwrap().len(), 40);
+    let texts = [
+        "The weather in Paris is sunny, 24 degrees. ".repeat(300),
+        "今天天气很好，我们去公园散步吧。".repeat(300),
+        // e + combining acute: NFC makes it é, 2 bytes instead of 3.
+        "e\u{301}".repeat(3000),
+        "-".repeat(10_000),
+        "<|EOT|><tool_call>".repeat(500),
+    ];
+    for text in &texts {
+        let bound = tokenizer.min_untrusted_tokens(text).unwrap();
+        let actual = tokenizer.encode_untrusted(text).unwrap().len();
+        assert!(bound <= actual, "{bound} > {actual} for {:?}", &text[..20]);
+        assert!(bound > 0);
+    }
+    assert_eq!(
+        tokenizer.min_untrusted_tokens(&"e\u{301}".repeat(3000)).unwrap(),
+        6000_usize.div_ceil(128)
+    );
+}
+
+/// A capped tokenizer refuses untrusted text that cannot fit before it tokenizes it, alone or
+/// with others; text that fits encodes as before, and trusted text is not capped.
+#[test]
+fn a_token_cap_refuses_text_that_cannot_fit() {
+    let capped = tokenizer().clone().with_untrusted_token_cap(100);
+    let fits = " ".repeat(128 * 100);
+    assert_eq!(capped.encode_untrusted(&fits).unwrap().len(), 100);
+    let over = format!("{fits} ");
+    let error = capped.encode_untrusted(&over).unwrap_err();
+    assert!(
+        matches!(error, voxloop_core::Error::TextTooLong { bytes: 12801, at_least: 101, cap: 100 }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("12801 bytes"), "{error}");
+    // Two halves that each fit but not together.
+    let half = " ".repeat(128 * 60);
+    assert!(capped.check_untrusted_len(&half).is_ok());
+    assert!(capped.check_untrusted_lens([half.as_str(), half.as_str()]).is_err());
+    // ι + diaeresis + acute (6 bytes) is ΐ (2 bytes) in NFC, the most NFC shrinks text: 6400
+    // of them may fit in 100 tokens of 128 bytes, and are let through; 6500 cannot.
+    let composing = "\u{3b9}\u{308}\u{301}";
+    assert!(capped.check_untrusted_len(&composing.repeat(6400)).is_ok());
+    assert!(capped.check_untrusted_len(&composing.repeat(6500)).is_err());
+    // Text the cap may or may not hold (under 128 bytes a token) is left to the model's cache.
+    let words = "word ".repeat(200);
+    assert!(capped.check_untrusted_len(&words).is_ok());
+    assert!(capped.encode_untrusted(&words).unwrap().len() > 100);
+    assert_eq!(capped.encode_trusted(&over).unwrap().len(), 101);
+    assert!(tokenizer().check_untrusted_len(&over).is_ok(), "no cap, no check");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
+    /// For any text at all, the bound never exceeds the tokens the text encodes to.
+    #[test]
+    fn the_token_lower_bound_holds_for_any_text(text in "(\\PC|[ \\t\\n-]{1,200}|e\u{301}){0,400}") {
+        let tokenizer = tokenizer();
+        let bound = tokenizer.min_untrusted_tokens(&text).unwrap();
+        let actual = tokenizer.encode_untrusted(&text).unwrap().len();
+        proptest::prop_assert!(bound <= actual, "{} > {}", bound, actual);
+    }
+}

@@ -262,6 +262,12 @@ async fn post_turn(
     if text.is_none() && req.audio.is_none() {
         return Err(ApiError::bad_request("a turn needs \"text\", \"audio\" or both"));
     }
+    if let Some(text) = &text {
+        // A text the context cannot hold is refused before it costs any tokenizing.
+        rt.agent
+            .check_text_fits(text)
+            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+    }
     let audio =
         req.audio.as_deref().map(decode_base64).transpose().map_err(ApiError::bad_request)?;
     let choice = req

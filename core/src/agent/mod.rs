@@ -318,7 +318,13 @@ impl Agent {
         tools: ToolRegistry,
         config: AgentConfig,
     ) -> Result<Self> {
-        let tokenizer = Arc::new(StepTokenizer::from_file(dir.join("tokenizer.json"))?);
+        // Untrusted text that cannot fit in the context is refused before it is tokenized.
+        let positions =
+            crate::model::Config::from_file(&dir.join("config.json"))?.text.max_positions();
+        let tokenizer = Arc::new(
+            StepTokenizer::from_file(dir.join("tokenizer.json"))?
+                .with_untrusted_token_cap(positions),
+        );
         let patch = u32::try_from(tokenizer.special().audio_patch)
             .map_err(|_| Error::Agent("the <audio_patch> id does not fit in 32 bits".to_owned()))?;
         let device = device.resolve()?;
@@ -352,6 +358,19 @@ impl Agent {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &StepTokenizer {
         &self.tokenizer
+    }
+
+    /// [`Error::TextTooLong`] when a turn's `text` cannot fit in the model's context, found
+    /// without tokenizing it: front doors call it to refuse such a request at once (a turn
+    /// refuses it too, as an error). Always `Ok` for an agent whose tokenizer has no cap (one
+    /// made from a running worker or over a remote model).
+    pub fn check_text_fits(&self, text: &str) -> Result<()> {
+        self.tokenizer.check_untrusted_len(text)
+    }
+
+    /// [`Agent::check_text_fits`] for the texts of a whole history, which must fit together.
+    pub fn check_texts_fit<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        self.tokenizer.check_untrusted_lens(texts)
     }
 
     /// The tools (those current now: see [`replace_tools`](Self::replace_tools)).

@@ -13,6 +13,7 @@
 //! | `assistant` | the ids this service generated for it when it is one of its recent answers (by `audio.id`, else by content and calls), else its text and calls tokenized (an unknown `audio.id` is an error only when there is no text or call to rebuild from) |
 //! | `tool` | an `input` turn answering the call its `tool_call_id` names |
 
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use voxloop_core::protocol::ToolChoice;
@@ -288,6 +289,10 @@ pub async fn history(
     messages: &[Value],
     context: &HistoryContext<'_>,
 ) -> Result<Vec<Turn>, ChatError> {
+    // Texts the context cannot hold are refused before they cost any tokenizing.
+    context.runtime.agent.check_texts_fit(message_texts(messages)).map_err(|e| {
+        ChatError::with_status(StatusCode::PAYLOAD_TOO_LARGE, e.to_string(), "messages")
+    })?;
     let mut system = Vec::new();
     let mut rest = messages;
     while let Some((first, tail)) = rest.split_first() {
@@ -380,6 +385,17 @@ pub async fn history(
 fn role_of(message: &Value, index: usize) -> Result<&str, ChatError> {
     message.get("role").and_then(Value::as_str).ok_or_else(|| {
         ChatError::invalid("a message needs a string \"role\"", format!("messages[{index}]"))
+    })
+}
+
+/// Every text in `messages`: string contents and the `text` of content parts.
+fn message_texts(messages: &[Value]) -> impl Iterator<Item = &str> {
+    messages.iter().flat_map(|message| match message.get("content") {
+        Some(Value::String(text)) => vec![text.as_str()],
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect()
+        }
+        _ => Vec::new(),
     })
 }
 
