@@ -155,6 +155,10 @@ pub struct AgentSection {
     /// Sessions kept in memory; creating one more evicts the longest idle one (a session in a
     /// turn is never evicted; if all are, creation answers 503).
     pub max_sessions: usize,
+    /// Requests without a session (Chat Completions, transcriptions, translations, speech)
+    /// that may run or wait for the model at once; one more answers 503 with `Retry-After`
+    /// instead of joining an unbounded queue.
+    pub max_requests: usize,
     /// Longest audio input of one turn, in seconds.
     pub max_audio_seconds: f64,
     /// Whether sessions are saved to disk (after their creation and every turn) and found
@@ -189,6 +193,7 @@ impl Default for AgentSection {
             seed: None,
             fixed_now: None,
             max_sessions: 64,
+            max_requests: 64,
             max_audio_seconds: 120.0,
             persist_sessions: true,
             sessions_dir: None,
@@ -380,6 +385,9 @@ impl Config {
         if a.max_sessions == 0 {
             return Err(bad("max_sessions", "must be at least 1".into()));
         }
+        if a.max_requests == 0 {
+            return Err(bad("max_requests", "must be at least 1".into()));
+        }
         if !(a.max_audio_seconds.is_finite() && a.max_audio_seconds > 0.0) {
             return Err(bad("max_audio_seconds", format!("{} is not > 0", a.max_audio_seconds)));
         }
@@ -543,6 +551,7 @@ mod tests {
             ("[agent]\ntop_p = 1.5\n", "agent.top_p"),
             ("[agent]\ntemperature = -1.0\n", "agent.temperature"),
             ("[agent]\nmax_sessions = 0\n", "agent.max_sessions"),
+            ("[agent]\nmax_requests = 0\n", "agent.max_requests"),
             ("[agent]\nfixed_now = \"yesterday\"\n", "agent.fixed_now"),
             ("[agent]\nsessions_dir = \"\"\n", "agent.sessions_dir"),
             ("[voice]\nname = \" \"\n", "voice.name"),

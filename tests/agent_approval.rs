@@ -366,7 +366,8 @@ fn a_full_session_table_answers_503_with_retry_after() {
     let mut sse = start_turn(addr, &busy);
     let mut seen = Vec::new();
     let request = next_request(&mut sse, &mut seen).expect("an approval request");
-    let (status, head, body) = raw_post(addr, "/v1/sessions", r#"{"mode": "text"}"#);
+    let (status, head, body) =
+        support::http_post_with_head(addr, "/v1/sessions", r#"{"mode": "text"}"#);
     assert_eq!(status, 503, "{body}");
     assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
     assert!(body.contains("max_sessions"), "{body}");
@@ -389,24 +390,7 @@ fn a_full_session_table_answers_503_with_retry_after() {
     });
     assert!(done.is_some(), "the turn ended");
     // The turn is over: the idle session is evicted for a new one.
-    let (status, _, body) = raw_post(addr, "/v1/sessions", r#"{"mode": "text"}"#);
+    let (status, _, body) =
+        support::http_post_with_head(addr, "/v1/sessions", r#"{"mode": "text"}"#);
     assert_eq!(status, 201, "{body}");
-}
-
-/// A POST answered with its status, head and body.
-fn raw_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_owned(), body.to_owned())
 }

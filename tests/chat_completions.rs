@@ -484,6 +484,57 @@ fn without_a_model_chat_completions_answer_503() {
     openai_error("no model", &answer);
 }
 
+/// `[agent] max_requests = 1`, the one slot taken by a request whose model never answers (the
+/// remote backend pointed at a listener that reads the request and stays silent): the next
+/// Chat Completions and speech requests are 503 `overloaded` with `Retry-After: 1` at once,
+/// not queued; the session API has its own limit and creates a session; once the first
+/// request has ended (the backend hung up), the slot is free again.
+#[test]
+fn requests_over_max_requests_are_503_with_retry_after_not_queued() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", silent.local_addr().unwrap());
+    let server = support::serve_speaking_with(
+        "[agent]\nmax_requests = 1\n",
+        &[("VOXLOOP_MODEL_URL", url)],
+        "127.0.0.1:0",
+    );
+    let addr = server.addr;
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello."}]});
+    let first = {
+        let body = body.to_string();
+        std::thread::spawn(move || {
+            support::http_post_with_head(addr, "/v1/chat/completions", &body)
+        })
+    };
+    // The first request holds its slot once voxloop has asked the backend.
+    let (mut backend, _) = silent.accept().unwrap();
+    let mut asked = [0u8; 64];
+    backend.read_exact(&mut asked).unwrap();
+    assert!(asked.starts_with(b"POST /v1/chat/completions"), "{}", String::from_utf8_lossy(&asked));
+
+    let speech = json!({"model": MODEL, "input": "Hi.", "voice": "fixture"}).to_string();
+    for (path, body) in [("/v1/chat/completions", body.to_string()), ("/v1/audio/speech", speech)] {
+        let (status, head, answer) = support::http_post_with_head(addr, path, &body);
+        assert_eq!(status, 503, "{path}: {answer}");
+        assert!(head.to_lowercase().contains("\r\nretry-after: 1"), "{path}: {head}");
+        let error = json_body(&answer);
+        assert_eq!(error["error"]["code"], "overloaded", "{path}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains("max_requests"), "{error}");
+    }
+    let (status, text) = http_post(addr, "/v1/sessions", r#"{"mode": "text"}"#);
+    assert_eq!(status, 201, "{text}");
+
+    // The backend hangs up: the first request ends (with an error naming the backend), and
+    // its slot with it.
+    drop(backend);
+    drop(silent);
+    let (status, _, answer) = first.join().unwrap();
+    assert!(status != 200 && !answer.contains("overloaded"), "{status} {answer}");
+    let (status, _, answer) =
+        support::http_post_with_head(addr, "/v1/chat/completions", &body.to_string());
+    assert!(status != 503, "the slot is free again: {answer}");
+}
+
 /// Same seed, same history: the answer over HTTP is the one the agent gives in-process on the
 /// same checkpoint (a sampled one, so the draws must line up too), so the HTTP layer adds and
 /// loses nothing.

@@ -140,6 +140,28 @@ impl ChatError {
         }
     }
 
+    /// 503 `server_error` `overloaded`, with `Retry-After: 1`: every `[agent] max_requests`
+    /// slot is taken (the official clients retry it).
+    pub fn overloaded(max: usize) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: Some("overloaded"),
+            ..Self::invalid(
+                format!(
+                    "{max} requests are running or waiting for the model ([agent] max_requests); \
+                     retry later"
+                ),
+                "",
+            )
+        }
+    }
+
+    /// A slot of `rt` for one request, or [`ChatError::overloaded`].
+    pub fn slot(rt: &AgentRuntime) -> Result<tokio::sync::OwnedSemaphorePermit, Self> {
+        rt.request_slot().ok_or_else(|| Self::overloaded(rt.max_requests))
+    }
+
     /// 500 `server_error`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
@@ -163,7 +185,13 @@ impl ChatError {
 
 impl IntoResponse for ChatError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -253,6 +281,9 @@ async fn answer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ChatError> {
     let rt = state.runtime.clone().ok_or_else(ChatError::no_model)?;
+    // Held until the answer is complete, the stream's included: the request's share of the
+    // queue on the model.
+    let slot = ChatError::slot(&rt)?;
     let body = body.map_err(|e| ChatError::with_status(e.status(), e.body_text(), ""))?;
     let request: ChatRequest = serde_json::from_slice(&body).map_err(|e| {
         ChatError::invalid(format!("the body is not a chat completion request: {e}"), "")
@@ -261,7 +292,10 @@ async fn answer(
     let prepared = prepare(&rt, &state.memory, request).await?;
     if stream {
         let (tx, rx) = mpsc::channel::<Event>(CHUNK_QUEUE);
-        tokio::spawn(stream_answer(rt, state.memory, prepared, tx));
+        tokio::spawn(async move {
+            stream_answer(rt, state.memory, prepared, tx).await;
+            drop(slot);
+        });
         let events = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|event| (Ok::<_, Infallible>(event), rx))
         });
@@ -281,6 +315,7 @@ async fn answer(
     drop(turn);
     let finish = collector.finish_reason(max_new_tokens).map_err(ChatError::internal)?;
     remember(&state.memory, &session, &envelope, &collector);
+    drop(slot);
     Ok(Json(reply::completion(&envelope, &collector, finish)).into_response())
 }
 

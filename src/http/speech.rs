@@ -194,6 +194,8 @@ async fn transcriptions(
     form: Multipart,
 ) -> Result<Response, ChatError> {
     let rt = loaded(&runtime)?;
+    // Held until the answer is complete (a streamed one's included).
+    let slot = ChatError::slot(rt)?;
     let mut form = read_form(form).await?;
     let format = text_format(form.response_format.as_deref())?;
     let mut session = task_session(rt, Task::Transcribe, &mut form).await?;
@@ -228,6 +230,7 @@ async fn transcriptions(
             Err(e) => json!({ "type": "error", "error": { "message": e.to_string() } }),
         };
         let _ = tx.send(last);
+        drop(slot);
     });
     let events = futures::stream::unfold(rx, |mut rx| async move {
         let value = rx.recv().await?;
@@ -241,6 +244,7 @@ async fn translations(
     form: Multipart,
 ) -> Result<Response, ChatError> {
     let rt = loaded(&runtime)?;
+    let _slot = ChatError::slot(rt)?;
     let mut form = read_form(form).await?;
     if form.stream {
         return Err(ChatError::unsupported("stream", "translations are not streamed"));
@@ -278,6 +282,7 @@ async fn speech(
     body: axum::body::Bytes,
 ) -> Result<Response, ChatError> {
     let rt = loaded(&runtime)?;
+    let _slot = ChatError::slot(rt)?;
     let request: SpeechRequest = serde_json::from_slice(&body)
         .map_err(|e| ChatError::invalid(format!("the request body: {e}"), ""))?;
     check_model(rt, Some(&request.model))?;

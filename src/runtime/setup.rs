@@ -50,9 +50,19 @@ pub struct AgentRuntime {
     pub store: Option<SessionStore>,
     /// Rebuilds the agent's tools when an MCP server's tool list changes.
     pub tool_builder: ToolBuilder,
+    /// Slots of the requests without a session, `max_requests` of them.
+    pub request_slots: Arc<tokio::sync::Semaphore>,
+    /// `[agent] max_requests`.
+    pub max_requests: usize,
 }
 
 impl AgentRuntime {
+    /// A slot for one request without a session, held until its answer is complete (the end
+    /// of a stream included); `None` when all `[agent] max_requests` are taken.
+    pub fn request_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.request_slots).try_acquire_owned().ok()
+    }
+
     /// The session of `task` on `input` as the service runs it: the task's sampling, held to
     /// `[agent] max_new_tokens` and seeded by `[agent] seed` when set, then `adjust`ed.
     pub fn task_session(
@@ -323,6 +333,8 @@ pub fn load(
         approvals,
         store,
         tool_builder,
+        request_slots: Arc::new(tokio::sync::Semaphore::new(config.agent.max_requests)),
+        max_requests: config.agent.max_requests,
     }))
 }
 

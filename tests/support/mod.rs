@@ -91,6 +91,24 @@ pub fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
     http_request(addr, "POST", path, Some(body))
 }
 
+/// `POST` with a JSON body, answered with its status, head (for the headers) and body.
+pub fn http_post_with_head(addr: SocketAddr, path: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
 fn write_request(
     stream: &mut TcpStream,
     addr: SocketAddr,
