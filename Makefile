@@ -45,8 +45,8 @@ ARGS ?=
 # start into models/<name> (VOXLOOP_MODEL_ID, `[model] id`).
 MODEL ?=
 
-.PHONY: run test build fmt clippy unit examples date-check parity check-libtorch check-minilm \
-  check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
+.PHONY: run test build fmt clippy unit examples date-check parity load soak crash-drills \
+  check-libtorch check-minilm check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
 
 check-libtorch:
 	@if [[ "$(LIBTORCH)" == FAILED || -z "$(LIBTORCH)" ]]; then \
@@ -119,5 +119,17 @@ date-check: check-libtorch check-minilm check-onnxruntime
 # The parity tests alone (model code against the upstream reference fixtures).
 parity: check-libtorch check-minilm check-onnxruntime
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test --workspace --all-targets parity
+
+# Reliability runs of RELIABILITY.md, minutes each, not part of `make test` (which runs each
+# once in a smoke form): load on the service, a 10-minute soak with its RSS sampled, and 20
+# SIGKILLs of each crash drill. Debug builds, as `make run` runs the service.
+load: check-libtorch check-onnxruntime
+	$(CARGO) test -p voxloop --bench load -- --bench
+
+soak: check-libtorch check-onnxruntime
+	$(CARGO) test -p voxloop --bench load -- --bench --soak 600
+
+crash-drills: check-libtorch check-onnxruntime
+	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test -p voxloop --test crash_drills -- --kills 20
 
 test: fmt clippy unit examples date-check

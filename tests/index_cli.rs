@@ -37,34 +37,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A mono 16-bit PCM WAV of `samples` at 8 kHz.
-fn wav(samples: &[i16]) -> Vec<u8> {
-    voxloop_core::audio::wav_file(samples, 8000)
-}
-
-/// `n` distinct 50-ms tones with a sidecar giving each its own description; returns the ids.
-fn library(dir: &Path, n: usize) -> BTreeSet<ItemId> {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ids = BTreeSet::new();
-    let mut sidecar = String::new();
-    for i in 0..n {
-        let hz = 100.0 + i as f32;
-        let samples: Vec<i16> = (0..400)
-            .map(|t| ((2.0 * std::f32::consts::PI * hz * t as f32 / 8000.0).sin() * 8000.0) as i16)
-            .collect();
-        let bytes = wav(&samples);
-        ids.insert(ItemId::from_content(&bytes));
-        let name = format!("tone_{i:04}.wav");
-        std::fs::write(dir.join(&name), bytes).unwrap();
-        sidecar.push_str(&format!(
-            "{{\"path\":\"{name}\",\"description\":\"test tone number {i} at {hz} hertz\",\"tags\":[\"tone\",\"t{i}\"]}}\n"
-        ));
-    }
-    std::fs::write(dir.join("metadata.jsonl"), sidecar).unwrap();
-    assert_eq!(ids.len(), n, "the tones must have distinct contents");
-    ids
-}
-
 fn open(index_dir: &Path, repair: bool) -> AudioIndex {
     let meta = AudioIndex::read_meta(index_dir).unwrap().expect("an index exists");
     let dim = meta.text_dim;
@@ -99,7 +71,7 @@ fn assert_complete(index_dir: &Path, expected: &BTreeSet<ItemId>) {
 fn injected_abort_between_vector_write_and_text_commit_is_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
-    let expected = library(&lib, ITEMS);
+    let expected = support::tone_library(&lib, ITEMS);
 
     let out = run(add(&index_dir, &lib, 50).env("VOXLOOP_FAULT_ABORT_AFTER_VECTOR_WRITES", "3"));
     assert!(!out.status.success(), "the injected abort must kill the run");
@@ -125,7 +97,7 @@ fn injected_abort_between_vector_write_and_text_commit_is_repaired() {
 fn kill_9_during_index_add_then_rerun_leaves_every_item_once_in_both_stores() {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
-    let expected = library(&lib, ITEMS);
+    let expected = support::tone_library(&lib, ITEMS);
 
     let mut child =
         add(&index_dir, &lib, 20).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
@@ -180,7 +152,7 @@ fn kill_9_during_index_add_then_rerun_leaves_every_item_once_in_both_stores() {
 fn cli_reports_bad_files_bad_queries_and_removes_items() {
     let tmp = tempfile::tempdir().unwrap();
     let (lib, index_dir) = (tmp.path().join("lib"), tmp.path().join("index"));
-    library(&lib, 3);
+    support::tone_library(&lib, 3);
     std::fs::write(lib.join("broken.wav"), b"RIFF\x04\x00\x00\x00WAVE").unwrap();
     let out = run(&mut add(&index_dir, &lib, 64));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -219,7 +191,7 @@ fn the_service_searches_the_index_of_its_data_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let lib = tmp.path().join("lib");
-    library(&lib, 20);
+    support::tone_library(&lib, 20);
     let out = run(&mut add(&data.join("index"), &lib, 8));
     assert!(out.status.success(), "{}", text(&out.stderr));
 

@@ -8,6 +8,15 @@ pub enum Error {
     /// An error from `voxloop-core` (audio decoding, mostly; it names the file).
     #[error(transparent)]
     Core(#[from] voxloop_core::Error),
+    /// Too little free space on an index's disk to open or write to it safely (see
+    /// [`crate::index::OPEN_FREE_BYTES`]).
+    #[error(
+        "not enough free space on the disk of {}: {} MiB free, the index needs {} MiB \
+         (the vector store writes through memory-mapped files, which a full disk turns into a \
+         crash); free some space and run it again",
+        path.display(), free >> 20, need >> 20
+    )]
+    DiskFull { path: PathBuf, free: u64, need: u64 },
     /// A file or directory that could not be read or written.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },

@@ -177,12 +177,5 @@ fn run(o: &Options) -> BoxResult<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match options(&args).and_then(|o| run(&o)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("chat_api bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    support::main_of("chat_api bench", options, run)
 }

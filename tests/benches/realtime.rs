@@ -308,12 +308,5 @@ fn run(o: &Options) -> BoxResult<()> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match options(&args).and_then(|o| run(&o)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("realtime bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    support::main_of("realtime bench", options, run)
 }

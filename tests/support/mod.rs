@@ -82,7 +82,7 @@ pub fn http_request(
     stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_request(&mut stream, addr, method, path, body);
     let mut reader = BufReader::new(stream);
-    let (status, chunked) = read_head(&mut reader);
+    let (status, chunked, _) = read_head(&mut reader);
     (status, String::from_utf8(read_body(&mut reader, chunked)).unwrap())
 }
 
@@ -127,19 +127,21 @@ fn write_request(
 }
 
 /// Reads the status line and headers; returns the status and whether the body is chunked.
-fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, bool) {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+/// The status line and headers: the status, whether the body is chunked, and the head's text.
+fn read_head(reader: &mut BufReader<TcpStream>) -> (u16, bool, String) {
+    let mut head = String::new();
+    reader.read_line(&mut head).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut chunked = false;
     loop {
-        line.clear();
+        let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         if line.trim().is_empty() {
-            return (status, chunked);
+            return (status, chunked, head);
         }
         let lower = line.to_ascii_lowercase();
         chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+        head.push_str(&line);
     }
 }
 
@@ -189,14 +191,23 @@ impl Sse {
     /// Sends a `POST` and, for a `200`, returns the event stream; otherwise the status and
     /// the body.
     pub fn post(addr: SocketAddr, path: &str, body: &str) -> Result<Sse, (u16, String)> {
+        Self::post_with_head(addr, path, body).map_err(|(status, _, body)| (status, body))
+    }
+
+    /// [`Sse::post`], with the head of an answer that is not a stream (for its headers).
+    pub fn post_with_head(
+        addr: SocketAddr,
+        path: &str,
+        body: &str,
+    ) -> Result<Sse, (u16, String, String)> {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         write_request(&mut stream, addr, "POST", path, Some(body));
         let mut reader = BufReader::new(stream);
-        let (status, chunked) = read_head(&mut reader);
+        let (status, chunked, head) = read_head(&mut reader);
         if status != 200 {
             let body = read_body(&mut reader, chunked);
-            return Err((status, String::from_utf8_lossy(&body).into_owned()));
+            return Err((status, head, String::from_utf8_lossy(&body).into_owned()));
         }
         assert!(chunked, "an event stream is sent chunked");
         Ok(Sse { reader, buffer: String::new() })
@@ -462,6 +473,55 @@ pub fn silero_vad() -> Option<std::path::PathBuf> {
         _ => {
             eprintln!("VOXLOOP_SILERO_VAD unset: skipped");
             None
+        }
+    }
+}
+
+/// A mono 16-bit PCM WAV of `samples` at 8 kHz.
+fn wav_8k(samples: &[i16]) -> Vec<u8> {
+    voxloop_core::audio::wav_file(samples, 8000)
+}
+
+/// `n` distinct 50-ms tones (`tone_NNNN.wav`) in `dir` with a sidecar giving each its own
+/// description ("test tone number N at H hertz"); their item ids.
+pub fn tone_library(
+    dir: &std::path::Path,
+    n: usize,
+) -> std::collections::BTreeSet<voxloop_retrieval::ItemId> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut sidecar = String::new();
+    for i in 0..n {
+        let hz = 100.0 + i as f32;
+        let samples: Vec<i16> = (0..400)
+            .map(|t| ((2.0 * std::f32::consts::PI * hz * t as f32 / 8000.0).sin() * 8000.0) as i16)
+            .collect();
+        let bytes = wav_8k(&samples);
+        ids.insert(voxloop_retrieval::ItemId::from_content(&bytes));
+        let name = format!("tone_{i:04}.wav");
+        std::fs::write(dir.join(&name), bytes).unwrap();
+        sidecar.push_str(&format!(
+            "{{\"path\":\"{name}\",\"description\":\"test tone number {i} at {hz} hertz\",\"tags\":[\"tone\",\"t{i}\"]}}\n"
+        ));
+    }
+    std::fs::write(dir.join("metadata.jsonl"), sidecar).unwrap();
+    assert_eq!(ids.len(), n, "the tones must have distinct contents");
+    ids
+}
+
+/// The `main` of a bench or drill without the test harness: `run` on the `options` parsed
+/// from the command line; an error is printed after `name` and fails the process.
+pub fn main_of<O, E: std::fmt::Display>(
+    name: &str,
+    options: impl FnOnce(&[String]) -> Result<O, E>,
+    run: impl FnOnce(&O) -> Result<(), E>,
+) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match options(&args).and_then(|o| run(&o)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

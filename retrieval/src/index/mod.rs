@@ -39,6 +39,9 @@
 
 mod query;
 mod reembed;
+mod room;
+
+pub use room::{OPEN_FREE_BYTES, WRITE_FREE_BYTES};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -270,8 +273,9 @@ impl AudioIndex {
 
     /// Opens (or creates) the index in `dir` with the embedded qdrant-edge vector store.
     ///
-    /// Fails with [`Error::Locked`] if another process has it open, and with
-    /// [`Error::IndexMeta`] if it was built with another embedder. Repairs an interrupted write
+    /// Fails with [`Error::Locked`] if another process has it open, with
+    /// [`Error::IndexMeta`] if it was built with another embedder, and with
+    /// [`Error::DiskFull`] when its disk has less than [`OPEN_FREE_BYTES`] free. Repairs an interrupted write
     /// first (unless `options.repair` is false).
     pub fn open(
         dir: &Path,
@@ -279,6 +283,9 @@ impl AudioIndex {
         options: IndexOptions,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // Opening the vector store writes through its memory maps too (a search on a full
+        // disk died with SIGBUS as an add did).
+        room::ensure_room(dir, OPEN_FREE_BYTES)?;
         // The Tantivy writer lock doubles as the lock on the whole directory: take it first.
         let text = TextIndex::open(&dir.join("text"))?;
         let meta = match Self::read_meta(dir)? {
@@ -411,6 +418,9 @@ impl AudioIndex {
     }
 
     fn mark_pending(&self) -> Result<()> {
+        if let Some(dir) = &self.dir {
+            room::ensure_room(dir, WRITE_FREE_BYTES)?;
+        }
         if let Some(p) = self.pending_path() {
             std::fs::write(&p, b"").map_err(|e| Error::io(&p, e))?;
         }
@@ -582,6 +592,9 @@ impl AudioIndex {
     /// Makes the stores agree (see the module docs) and clears the pending-write marker.
     pub fn reconcile(&self) -> Result<RepairReport> {
         let _writing = self.lock_writes();
+        if let Some(dir) = &self.dir {
+            room::ensure_room(dir, WRITE_FREE_BYTES)?;
+        }
         let audit = self.audit()?;
         self.vectors.delete(&audit.orphan_vectors)?;
         let missing = self.text.get_many(&audit.missing_vectors)?;

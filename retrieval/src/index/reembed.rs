@@ -132,6 +132,7 @@ impl AudioIndex {
         }
         let target = store_name(embedder.id());
         discard_partial(dir, &meta.vectors_dir, Some(&target))?;
+        super::room::ensure_room(dir, super::OPEN_FREE_BYTES)?;
         let old = EdgeStore::open(
             &dir.join(&meta.vectors_dir),
             VectorConfig { text_dim: meta.text_dim, speaker_dim: SPEAKER_DIM },
@@ -146,6 +147,7 @@ impl AudioIndex {
         let mut done = resumed;
         progress(ReembedProgress { done, total });
         for chunk in todo.chunks(batch.max(1)) {
+            super::room::ensure_room(dir, super::WRITE_FREE_BYTES)?;
             let found = text.get_many(chunk)?;
             let items: Vec<_> = chunk.iter().filter_map(|id| found.get(id)).collect();
             let texts: Vec<String> = items.iter().map(|i| i.embedding_text()).collect();
