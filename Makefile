@@ -45,7 +45,7 @@ ARGS ?=
 # start into models/<name> (VOXLOOP_MODEL_ID, `[model] id`).
 MODEL ?=
 
-.PHONY: run test build fmt clippy unit examples date-check parity load soak crash-drills \
+.PHONY: run test build fmt clippy unit examples date-check parity load soak crash-drills fuzz-smoke \
   check-libtorch check-minilm check-onnxruntime check-silero-vad check-pyclients check-mcp-everything check-playwright
 
 check-libtorch:
@@ -131,5 +131,20 @@ soak: check-libtorch check-onnxruntime
 
 crash-drills: check-libtorch check-onnxruntime
 	VOXLOOP_REQUIRE_MODELS=1 $(CARGO) test -p voxloop --test crash_drills -- --kills 20
+
+# Each fuzz target for FUZZ_SECONDS (default 60) under libFuzzer (cargo-fuzz, nightly, both
+# installed into the cache by scripts/cargo_fuzz.sh). New coverage goes to .cache/fuzz/TARGET;
+# the committed corpus fuzz/corpus/TARGET is only read; a crash stops the run with its input
+# under fuzz/artifacts/TARGET. `make test` replays fuzz/corpus on stable instead
+# (core/tests/fuzz_corpora.rs). FUZZ_TARGETS picks some: make fuzz-smoke FUZZ_TARGETS=audio
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= tool_call demux untrusted_text audio session_file
+fuzz-smoke: check-libtorch
+	@bin=$$(scripts/cargo_fuzz.sh) && cd fuzz && for target in $(FUZZ_TARGETS); do \
+	  mkdir -p ../.cache/fuzz/$$target && \
+	  PATH="$$bin:$$PATH" LD_LIBRARY_PATH="$(LIBTORCH)/lib" cargo +nightly fuzz run -O $$target \
+	    ../.cache/fuzz/$$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) \
+	    -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
 
 test: fmt clippy unit examples date-check

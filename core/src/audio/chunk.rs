@@ -29,7 +29,7 @@ use crate::{Error, Result};
 /// It serialises as the session files have always stored a chunk, `{"frames": T, "patches": P,
 /// "mel": "…"}` with the features as base64 of their little-endian bytes (about 1.7 MB per
 /// 25 s), plus `"pcm16": "…"` (base64 of the little-endian samples) when it keeps them;
-/// deserialising refuses features that are not `128 × frames` values.
+/// deserialising refuses features that are not `128 × frames` finite values.
 #[derive(Clone)]
 pub struct AudioChunk {
     /// `[128, T]` row-major: a whole number of frames of [`N_MELS`] values.
@@ -170,8 +170,16 @@ impl<'de> Deserialize<'de> for AudioChunk {
                 stored.frames
             )));
         }
-        let mel =
+        let mel: Arc<[f32]> =
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        // Log-mel features are finite; a NaN or infinity is a damaged file (the fuzzer's
+        // session_file target found one loading silently), and would reach the model.
+        if let Some(at) = mel.iter().position(|v| !v.is_finite()) {
+            return Err(D::Error::custom(format!(
+                "mel value {at} of a {}-frame chunk is {} (the features are damaged)",
+                stored.frames, mel[at]
+            )));
+        }
         let pcm16 = match stored.pcm16 {
             None => None,
             Some(text) => {
@@ -193,6 +201,16 @@ mod tests {
     fn chunk(frames: usize, patches: usize) -> AudioChunk {
         let mel = (0..frames * N_MELS).map(|i| i as f32 * 0.5 - 3.25).collect();
         AudioChunk::new(mel, patches).unwrap()
+    }
+
+    #[test]
+    fn a_stored_chunk_with_a_nan_feature_is_refused() {
+        let mut json: serde_json::Value = serde_json::to_value(chunk(1, 0)).unwrap();
+        let mut bytes = STANDARD.decode(json["mel"].as_str().unwrap()).unwrap();
+        bytes[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+        json["mel"] = STANDARD.encode(&bytes).into();
+        let error = serde_json::from_value::<AudioChunk>(json).unwrap_err().to_string();
+        assert!(error.contains("mel value 2 of a 1-frame chunk is NaN"), "{error}");
     }
 
     #[test]

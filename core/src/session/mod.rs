@@ -208,7 +208,12 @@ impl Session {
         let path = path.as_ref();
         let bytes = std::fs::read(path)
             .map_err(|source| Error::SessionIo { path: path.to_path_buf(), source })?;
-        let file: SessionFile = serde_json::from_slice(&bytes)
+        Self::from_file_bytes(&bytes, path)
+    }
+
+    /// Reads the contents of a session file; `path` only names it in errors.
+    pub fn from_file_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let file: SessionFile = serde_json::from_slice(bytes)
             .map_err(|e| format_error(path, format!("not a session file: {e}")))?;
         if file.format != SESSION_FORMAT {
             return Err(format_error(
