@@ -369,8 +369,10 @@ fn the_reference_server_everything_gives_its_tools_to_the_agent() {
 
 /// A text session whose turns must call `{server}__get-sum` (long enough for the call).
 fn sum_session(server: &str) -> String {
+    // Seeded: unseeded, the random model's forced call sometimes ran past 600 tokens
+    // without closing (a fresh-clone date check failed so), so the test was a coin toss.
     json!({ "mode": "text", "tool_choice": format!("{server}__get-sum"), "max_steps": 1,
-            "max_new_tokens": 600 })
+            "max_new_tokens": 600, "seed": 7 })
     .to_string()
 }
 
